@@ -90,3 +90,29 @@ def detect_layout(names: list[str] | set[str]) -> str:
     if any(n.startswith("model.") for n in names):
         return HF
     return DEEPSEEK
+
+
+# How the official release stores each tensor (DeepSeek-V4-Pro/-Flash model.safetensors.index.json):
+# "fp8" = float8_e4m3fn weight + `.scale` float8_e8m0fnu per 128x128 block; "fp4" = routed-expert
+# weight as int8 [out, in/2], two e2m1 codes per byte (element 2j in the low nibble), + `.scale`
+# float8_e8m0fnu [out, in/32]; "bf16"; "fp32"; "int64" (the hash tables).
+OFFICIAL_STORAGE = (
+    (r"\.ffn\.experts\.\d+\.w[123]\.weight$", "fp4"),
+    (
+        r"\.attn\.(wq_a|wq_b|wkv|wo_a|wo_b)\.weight$|\.attn\.indexer\.wq_b\.weight$"
+        r"|\.ffn\.shared_experts\.w[123]\.weight$|^mtp\.\d+\.[eh]_proj\.weight$",
+        "fp8",
+    ),
+    (r"\.tid2eid$", "int64"),
+    (r"(^|\.)hc_[a-z_]+$|\.attn_sink$|\.ape$|\.gate\.bias$", "fp32"),
+    (r".", "bf16"),
+)
+_STORAGE = [(re.compile(p), kind) for p, kind in OFFICIAL_STORAGE]
+
+
+def official_storage(name: str) -> str:
+    """'fp4', 'fp8', 'bf16', 'fp32' or 'int64': how the release stores our tensor `name`."""
+    for pattern, kind in _STORAGE:
+        if pattern.search(name):
+            return kind
+    raise AssertionError("unreachable: the last storage rule matches every name")
