@@ -130,7 +130,7 @@ def test_fake_quant_rounds_kv_and_index_qk():
     torch.testing.assert_close(kv[..., -64:], exact_kv[..., -64:], rtol=0, atol=0)  # rope dims exact
     assert (kv - exact_kv).abs().max() > 0
 
-    q = attn.indexer.queries(attn.queries(x, cos, sin)[1], cos[:, None], sin[:, None])
+    q = attn.indexer.queries(attn.queries(x, cos, sin)[1], cos, sin)
     blocks = q.unflatten(-1, (-1, 32))  # FP4 blocks of 32 after the Hadamard rotation
     s = torch.exp2(torch.ceil(torch.log2(blocks.abs().amax(-1, keepdim=True).clamp_min(6 * 2**-126) / 6)))
     e2m1 = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6])

@@ -75,7 +75,10 @@ class Attention(nn.Module):
     # -- pieces shared by every path (full forward here; cached decoding builds on them) --
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [T, R/2] of this layer's RoPE (YaRN when the layer compresses)."""
+        """cos, sin [*positions.shape, R/2] of this layer's RoPE (YaRN when the layer compresses).
+
+        The methods below take cos/sin with the token axis second to last: [T, R/2] for one
+        sequence from position 0, [B, T, R/2] for sequences at different positions."""
         return rope_cos_sin(positions, layer_inv_freq(self.cfg, self.ratio > 0))
 
     def queries(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +86,7 @@ class Attention(nn.Module):
         q_latent = self.q_norm(self.wq_a(x))
         q = self.wq_b(q_latent).unflatten(-1, (self.n_heads, self.head_dim))
         q = rms_normalize(q, self.cfg.norm_eps)
-        return apply_rope(q, cos[:, None], sin[:, None]), q_latent
+        return apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2)), q_latent
 
     def keys(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] -> window KV vectors [B, T, K]."""
@@ -94,7 +97,7 @@ class Attention(nn.Module):
 
     def output(self, o: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Inverse RoPE, then the grouped low-rank projection: [B, T, H, K] -> [B, T, D]."""
-        o = apply_rope(o, cos[:, None], sin[:, None], inverse=True)
+        o = apply_rope(o, cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)
         g, r = self.cfg.o_groups, self.cfg.o_lora_rank
         o = o.flatten(2).unflatten(-1, (g, -1))  # [B, T, G, H*K/G]
         wo_a = self.wo_a.weight.view(g, r, -1)  # [G, r, H*K/G]
@@ -114,7 +117,7 @@ class Attention(nn.Module):
             entries = self.compressor(x)  # [B, C, K]
             c = entries.shape[1]
             if self.indexer is not None:
-                top = self.indexer(x, q_latent, cos[:, None], sin[:, None], positions)  # [B, T, k]
+                top = self.indexer(x, q_latent, cos, sin, positions)  # [B, T, k]
                 entry_visible = torch.zeros(b, t, c + 1, dtype=torch.bool, device=x.device)
                 entry_visible.scatter_(-1, top.masked_fill(top < 0, c), True)
                 entry_visible = entry_visible[..., :c]

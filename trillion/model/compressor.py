@@ -74,8 +74,10 @@ class Compressor(nn.Module):
             out[:, 0, :r] = prev[..., :d]
         return out
 
-    def finish(self, pooled: torch.Tensor, first_block: int, dtype: torch.dtype) -> torch.Tensor:
-        """Norm, RoPE at the blocks' first positions, fake quantisation. [B, n, d] -> [B, n, d]."""
+    def finish(self, pooled: torch.Tensor, first_block: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Norm, RoPE at the blocks' first positions, fake quantisation. [B, n, d] -> [B, n, d].
+
+        first_block: index of the first pooled block (an int, or [B, 1] per sequence)."""
         entries = self.norm(pooled.to(dtype))
         starts = (torch.arange(entries.shape[1], device=entries.device) + first_block) * self.ratio
         cos, sin = rope_cos_sin(starts, layer_inv_freq(self.cfg, True))

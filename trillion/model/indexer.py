@@ -53,9 +53,9 @@ class Indexer(nn.Module):
         self.compressor = Compressor(cfg, ratio, self.head_dim, overlap=True, rotate=True)
 
     def queries(self, q_latent: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """q_latent [B, T, q_lora] -> index queries [B, T, H, d] (cos/sin [T, 1, R/2])."""
+        """q_latent [B, T, q_lora] -> index queries [B, T, H, d] (cos/sin [(B,) T, R/2])."""
         q = self.wq_b(q_latent).unflatten(-1, (self.n_heads, self.head_dim))
-        q = apply_rope(q, cos, sin)
+        q = apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2))
         if self.cfg.fake_quant:
             q = numerics.fake_quant_fp4(numerics.hadamard(q))
         return q

@@ -1,0 +1,146 @@
+"""Sampling parameters and the logits processing that turns a model's logits into a choice.
+
+Order of operations (the order vLLM and transformers use):
+1. penalties on the raw logits: repetition (divide positive logits by the penalty, multiply
+   negative ones, for every token seen in the prompt or the output), then presence and frequency
+   (OpenAI's definition: subtract `presence` once and `frequency` per occurrence, output tokens);
+2. temperature (0 = greedy: the argmax of the penalised logits);
+3. top-k, then top-p (the smallest set whose probability reaches p, always keeping the best),
+   then min-p (drop tokens below min_p times the best token's probability);
+4. one draw from the remaining distribution with the sequence's own generator, so a seed makes
+   sampling reproducible whatever else is in the batch.
+
+Log-probabilities reported to the user are those of the model (log-softmax of the raw logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None  # None: none; 0: the chosen token's; n: also the top-n alternatives
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        checks = [
+            (self.n >= 1, "n", "must be >= 1"),
+            (self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0"),
+            (self.temperature >= 0, "temperature", "must be >= 0"),
+            (self.top_k >= 0, "top_k", "must be >= 0 (0 = off)"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty", "must be > 0"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]"),
+            (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]"),
+            (all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings"),
+        ]
+        for ok, name, why in checks:
+            if not ok:
+                raise ValueError(f"SamplingParams.{name} = {getattr(self, name)!r} {why}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def apply_penalties(
+    logits: torch.Tensor, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]
+) -> torch.Tensor:
+    """Penalised copy of one row of logits [V]."""
+    if params.repetition_penalty != 1.0 and (prompt_ids or output_ids):
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long)
+        vals = logits[seen]
+        logits = logits.clone()
+        logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
+    if (params.presence_penalty or params.frequency_penalty) and output_ids:
+        ids, counts = torch.tensor(output_ids, dtype=torch.long).unique(return_counts=True)
+        logits = logits.clone()
+        logits[ids] -= params.presence_penalty + params.frequency_penalty * counts.to(logits.dtype)
+    return logits
+
+
+def filter_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, top-k, top-p, min-p: penalised logits [V] -> probabilities [V] (float32)."""
+    logits = logits.float() / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    probs = logits.softmax(-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each token
+        drop = before >= params.top_p
+        drop[0] = False
+        probs = probs.clone()
+        probs[order[drop]] = 0.0
+    if params.min_p > 0:
+        probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
+    return probs / probs.sum()
+
+
+def target_distribution(
+    logits: torch.Tensor, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]
+) -> torch.Tensor:
+    """The distribution a token is drawn from: one-hot for greedy, else filtered probabilities."""
+    logits = apply_penalties(logits.float(), params, prompt_ids, output_ids)
+    if params.greedy:
+        out = torch.zeros_like(logits)
+        out[int(torch.argmax(logits))] = 1.0
+        return out
+    return filter_probs(logits, params)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def token_logprobs(logits: torch.Tensor, token: int, top_n: int) -> dict:
+    """{"token": id, "logprob": float, "top": [(id, logprob), ...]} from raw logits [V]."""
+    lp = logits.float().log_softmax(-1)
+    out = {"token": token, "logprob": float(lp[token]), "top": []}
+    if top_n:
+        vals, ids = lp.topk(top_n)
+        out["top"] = [(int(i), float(v)) for i, v in zip(ids, vals)]
+    return out
+
+
+def verify_draft(
+    p: torch.Tensor, q: torch.Tensor, draft: int, generator: torch.Generator | None, greedy: bool
+) -> tuple[bool, int]:
+    """Speculative rejection sampling for one drafted token (Leviathan et al. 2023; Chen et al. 2023).
+
+    p: the target distribution at this position, q: the draft distribution the token came from.
+    Accept with probability min(1, p[d] / q[d]); on rejection draw from normalise(max(p - q, 0)).
+    The emitted token is then distributed exactly as p. Greedy: accept iff d is p's argmax.
+    Returns (accepted, token).
+    """
+    if greedy:
+        best = int(p.argmax())
+        return best == draft, best
+    u = float(torch.rand((), generator=generator))
+    if u * float(q[draft]) <= float(p[draft]):
+        return True, draft
+    resid = (p - q).clamp(min=0)
+    total = float(resid.sum())
+    return False, draw(resid / total, generator) if total > 0 else draw(p, generator)

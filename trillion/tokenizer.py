@@ -1,0 +1,84 @@
+"""Text <-> token ids with a checkpoint's `tokenizer.json` (HF `tokenizers`), and streaming decode.
+
+The engine speaks token ids; this sits above it. `IncrementalDecoder` turns a growing list of ids
+into text deltas without ever splitting a multi-byte character: a byte-level BPE token can end in
+the middle of a UTF-8 sequence, which decodes to U+FFFD until the next token completes it, so a
+trailing replacement character is held back until it resolves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+
+REPLACEMENT = "\ufffd"
+
+
+class Tokenizer:
+    def __init__(self, tok: HFTokenizer, path: str | None = None):
+        self.tok, self.path = tok, path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no tokenizer at {path}")
+        return cls(HFTokenizer.from_file(str(path)), str(path))
+
+    @classmethod
+    def find(cls, folder: str | Path) -> "Tokenizer | None":
+        p = Path(folder) / "tokenizer.json"
+        return cls.from_file(p) if p.exists() else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_id(self, token: str) -> int | None:
+        return self.tok.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.tok.id_to_token(i)
+
+
+class IncrementalDecoder:
+    """Feed ids one at a time; get back only complete new text.
+
+    Decodes a short window (the previous emitted token(s) plus the new ones) rather than the whole
+    sequence, so streaming costs O(1) per token; the window's prefix keeps byte-level merges and
+    leading spaces right."""
+
+    def __init__(self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True):
+        self.tok, self.skip = tokenizer, skip_special_tokens
+        self.ids: list[int] = []
+        self.prefix = 0  # start of the decode window
+        self.read = 0  # ids before this are already emitted
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self.tok.decode(self.ids[self.prefix : self.read], skip_special_tokens=self.skip)
+        now = self.tok.decode(self.ids[self.prefix :], skip_special_tokens=self.skip)
+        if len(now) <= len(before) or now.endswith(REPLACEMENT):
+            return ""  # nothing new yet, or an incomplete UTF-8 sequence: wait for the next token
+        self.prefix, self.read = self.read, len(self.ids)
+        return now[len(before) :]
+
+    def flush(self) -> str:
+        """Whatever is still held back (e.g. a dangling partial character) at the end."""
+        before = self.tok.decode(self.ids[self.prefix : self.read], skip_special_tokens=self.skip)
+        now = self.tok.decode(self.ids[self.prefix :], skip_special_tokens=self.skip)
+        self.prefix = self.read = len(self.ids)
+        return now[len(before) :] if len(now) > len(before) else ""
+
+    @property
+    def text(self) -> str:
+        return self.tok.decode(self.ids, skip_special_tokens=self.skip)
