@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Command modules, in the order `trillion --help` lists them.
-COMMANDS = ("params", "inspect", "convert")
+COMMANDS = ("generate", "params", "inspect", "convert", "kv")
 
 
 def build_parser() -> argparse.ArgumentParser:
