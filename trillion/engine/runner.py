@@ -123,11 +123,56 @@ def compress_append(
     return entries, block0 // r
 
 
+def stage_in(blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Stateless work before attention: mHC in, norm, q / KV, compressor projections, index
+    queries and head weights. x [B, T, N, D] -> (h, post, comb, q, kv, proj, iproj, iq, iw)."""
+    attn = blk.attn
+    h, post, comb = blk.hc_pre(x, "attn")
+    h = blk.attn_norm(h)
+    q, q_latent = attn.queries(h, cos, sin)
+    kv = attn.keys(h, cos, sin)
+    proj = attn.compressor.project(h) if attn.compressor is not None else None
+    iproj = iq = iw = None
+    if attn.indexer is not None:
+        ix = attn.indexer
+        iproj = ix.compressor.project(h)
+        iq = ix.queries(q_latent, cos, sin)
+        iw = ix.head_weights(h)
+    return h, post, comb, q, kv, proj, iproj, iq, iw
+
+
+def stage_out(blk: Block, out, x, post, comb, cos, sin, ids):
+    """Stateless work after attention: output projection, mHC out and in again, the router and the
+    shared expert. -> (x, h, post, comb, weights, indices, shared)."""
+    x = hc_post(blk.attn.output(out, cos, sin), x, post, comb)
+    h, post, comb = blk.hc_pre(x, "ffn")
+    h = blk.ffn_norm(h)
+    weights, indices = blk.ffn.gate(h.flatten(0, 1), ids.flatten())
+    shared = blk.ffn.shared_experts(h.flatten(0, 1)).float() if blk.ffn.shared_experts is not None else None
+    return x, h, post, comb, weights, indices, shared
+
+
+def stage_merge(routed, shared, x, post, comb):
+    """The MoE output (routed + shared, float32 like MoE.forward) back into the streams."""
+    y = routed if shared is None else routed + shared
+    return hc_post(y.to(x.dtype).view(*x.shape[:2], -1), x, post, comb)
+
+
 class ModelRunner:
     """Runs a `Transformer` incrementally against a `StatePool`."""
 
-    def __init__(self, model: Transformer, pool: StatePool):
+    def __init__(self, model: Transformer, pool: StatePool, *, compile: bool = False):
         self.model, self.pool, self.cfg = model, pool, model.cfg
+        self.stage_in, self.stage_out, self.stage_merge = stage_in, stage_out, stage_merge
+        self.attend, self.logits = attend_split, model.logits
+        if compile:
+            # One graph per layer kind and batch shape, reused by every block of that kind
+            # (parameters are graph inputs); the attention core has a growing key axis.
+            self.stage_in = torch.compile(stage_in, dynamic=None)
+            self.stage_out = torch.compile(stage_out, dynamic=None)
+            self.stage_merge = torch.compile(stage_merge, dynamic=None)
+            self.attend = torch.compile(attend_split, dynamic=True)
+            self.logits = torch.compile(model.logits, dynamic=None)
         # When a dict, `compress` records each compressor's projections of the step here, keyed
         # (layer, "comp" | "idx"), so a speculative step can be rolled back without recomputing.
         self.record: dict | None = None
@@ -147,7 +192,7 @@ class ModelRunner:
             h = self.block(layer, h, ids, step, i)
         for s in seqs:
             s.lengths[MAIN] += ids.shape[1]
-        return self.model.logits(h[:, -1:] if last_only else h), h
+        return self.logits(h[:, -1:] if last_only else h), h
 
     @torch.no_grad()
     def mtp(
@@ -169,18 +214,27 @@ class ModelRunner:
     # ------------------------------------------------------------------ one block
 
     def block(self, blk: Block, x: torch.Tensor, ids: torch.Tensor, step: Step, layer: int) -> torch.Tensor:
-        """One block; `layer` indexes main layers, then MTP blocks (the pool's layer order)."""
-        h, post, comb = blk.hc_pre(x, "attn")
-        x = hc_post(self.attention(blk.attn, blk.attn_norm(h), step, layer), x, post, comb)
-        h, post, comb = blk.hc_pre(x, "ffn")
-        return hc_post(blk.ffn(blk.ffn_norm(h), ids), x, post, comb)
+        """One block; `layer` indexes main layers, then MTP blocks (the pool's layer order).
 
-    def attention(self, attn: Attention, x: torch.Tensor, step: Step, layer: int) -> torch.Tensor:
+        The work that needs no state runs in `stage_in` / `stage_out` / `stage_merge` (compiled
+        with `compile=True`); the state reads and writes, the indexer's selection and the routed
+        experts run here."""
+        attn = blk.attn
+        cos, sin = attn.rope(step.positions)  # [B, T, R/2]
+        h, post, comb, q, kv, proj, iproj, iq, iw = self.stage_in(blk, x, cos, sin)
+        out = self.attention(attn, h, q, kv, proj, iproj, iq, iw, step, layer)
+        x, h, post, comb, weights, indices, shared = self.stage_out(blk, out, x, post, comb, cos, sin, ids)
+        flat = h.flatten(0, 1)
+        routed = blk.ffn.routed(flat, weights, indices)
+        return self.stage_merge(routed, shared, x, post, comb)
+
+    def attention(
+        self, attn: Attention, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, proj, iproj, iq, iw,
+        step: Step, layer: int,
+    ) -> torch.Tensor:
+        """Attention of the new tokens against the state; returns the heads' outputs [B, T, H, K]."""
         st: LayerState = self.pool.layers[layer]
         b, t, _ = x.shape
-        cos, sin = attn.rope(step.positions)  # [B, T, R/2]
-        q, q_latent = attn.queries(x, cos, sin)
-        kv = attn.keys(x, cos, sin)  # [B, T, K]
         slots = step.slots
 
         # window: the ring (positions before the chunk) then the chunk itself
@@ -195,8 +249,8 @@ class ModelRunner:
         picked = picked_visible = None
         if attn.compressor is not None:
             group = self.pool.group(layer)
-            counts = self.compress(attn.compressor, x, step, st.comp_kv, st.comp_score, st.entries, group,
-                                   (layer, "comp"))
+            counts = self.compress(attn.compressor, proj, step, st.comp_kv, st.comp_score, st.entries, group,
+                                   (layer, "comp"), x.dtype)
             rows, valid = self.pool.entry_index(step.seqs, group, counts)
             entry = torch.arange(rows.shape[1], device=x.device)
             ready = valid[:, None, :] & (entry[None, None, :] < (qpos + 1) // attn.ratio)  # [B, T, C]
@@ -206,20 +260,20 @@ class ModelRunner:
                 visible = torch.cat((visible, ready), dim=-1)
             else:  # CSA: the indexer's picks
                 ix = attn.indexer
-                self.compress(ix.compressor, x, step, st.idx_kv, st.idx_score, st.idx_keys, group, (layer, "idx"))
+                self.compress(ix.compressor, iproj, step, st.idx_kv, st.idx_score, st.idx_keys, group,
+                              (layer, "idx"), x.dtype)
                 keys = st.idx_keys.view(-1, st.idx_keys.shape[-1])[rows]  # [B, C, d]
-                scores = ix.scores(x, ix.queries(q_latent, cos, sin), keys)
-                top = select_topk(scores, ready, ix.topk)  # [B, T, k]
+                top = select_topk(ix.scores(x, iq, keys, iw), ready, ix.topk)  # [B, T, k]
                 picked_visible = top >= 0
                 picked = flat[rows.gather(1, top.clamp(min=0).flatten(1)).view(top.shape)]  # [B, T, k, K]
 
         if picked is None or t <= QUERY_CHUNK:
-            out = attend_split(q, shared, visible, picked, picked_visible, attn.attn_sink, attn.scale)
+            out = self.attend(q, shared, visible, picked, picked_visible, attn.attn_sink, attn.scale)
         else:
             out = torch.cat([
-                attend_split(q[:, s : s + QUERY_CHUNK], shared, visible[:, s : s + QUERY_CHUNK],
-                             picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK],
-                             attn.attn_sink, attn.scale)
+                self.attend(q[:, s : s + QUERY_CHUNK], shared, visible[:, s : s + QUERY_CHUNK],
+                            picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK],
+                            attn.attn_sink, attn.scale)
                 for s in range(0, t, QUERY_CHUNK)
             ], dim=1)
 
@@ -227,25 +281,26 @@ class ModelRunner:
         keep = min(t, wr)
         ring_idx = torch.remainder(step.positions[:, t - keep :], wr)
         st.ring[slots[:, None], ring_idx] = kv[:, t - keep :].to(st.ring.dtype)
-        return attn.output(out, cos, sin)
+        return out
 
     def compress(
-        self, comp: Compressor, x: torch.Tensor, step: Step, state_kv: torch.Tensor, state_score: torch.Tensor,
-        pages: torch.Tensor, group: tuple[str, int], key: tuple[int, str],
+        self, comp: Compressor, proj: tuple[torch.Tensor, torch.Tensor], step: Step, state_kv: torch.Tensor,
+        state_score: torch.Tensor, pages: torch.Tensor, group: tuple[str, int], key: tuple[int, str],
+        dtype: torch.dtype,
     ) -> list[int]:
-        """Advance each sequence's compressor; write new entries into its pages. Returns the
-        number of entries each sequence has after this step."""
-        kv, score = comp.project(x)  # [B, T, c*w]
+        """Advance each sequence's compressor with the new tokens' projections (kv, score
+        [B, T, c*w]); write new entries into its pages. Returns each sequence's entry count."""
+        kv, score = proj
         if self.record is not None:
             self.record[key] = (kv, score)
-        t = x.shape[1]
+        t = kv.shape[1]
         counts = []
         p = self.pool.page_size
         flat = pages.view(-1, pages.shape[-1])
         for b, seq in enumerate(step.seqs):
             start = int(step.start[b])
             new, first = compress_append(
-                comp, state_kv[seq.slot], state_score[seq.slot], start, kv[b], score[b], x.dtype
+                comp, state_kv[seq.slot], state_score[seq.slot], start, kv[b], score[b], dtype
             )
             if new is not None:
                 idx = torch.arange(first, first + new.shape[0])

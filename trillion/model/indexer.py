@@ -60,9 +60,17 @@ class Indexer(nn.Module):
             q = numerics.fake_quant_fp4(numerics.hadamard(q))
         return q
 
-    def scores(self, x: torch.Tensor, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """x [B, T, D], q [B, T, H, d], keys [B, C, d] -> scores [B, T, C] in float32."""
-        w = F.linear(x, self.weights_proj.weight).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
+    def head_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D] -> per-head weights [B, T, H] (float32), with the 1/sqrt(d * H) scale."""
+        return F.linear(x, self.weights_proj.weight).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
+
+    def scores(
+        self, x: torch.Tensor, q: torch.Tensor, keys: torch.Tensor, w: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, T, D], q [B, T, H, d], keys [B, C, d] -> scores [B, T, C] in float32.
+
+        w: `head_weights(x)` when already computed."""
+        w = self.head_weights(x) if w is None else w
         dots = torch.einsum("bthd,bcd->bthc", q.float(), keys.float()).relu_()
         return torch.einsum("bthc,bth->btc", dots, w)
 
