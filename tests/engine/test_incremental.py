@@ -87,3 +87,21 @@ def test_state_returns_to_the_pool():
     for s in seqs:
         pool.release(s)
     assert pool.pages_in_use() == idle_pages and pool.slots_in_use() == 0
+
+
+@pytest.mark.parametrize("cfg", [mixed_config(), mixed_config(index_n_heads=1, index_topk=2)],
+                         ids=["tie-free", "indexer-ties"])
+def test_decode_fast_path_equals_the_runner(cfg):
+    from trillion.engine.decode import Decoder
+
+    cfg, model, ids, full, _, pool, run = _setup(cfg)
+    dec = Decoder(model, pool, max_model_len=T + 8)
+    seqs = [pool.allocate() for _ in range(3)]
+    starts = [1, 13, 24]
+    for b, (s, n) in enumerate(zip(seqs, starts)):
+        run.forward(ids[b : b + 1, :n], [s])
+    for step in range(T - max(starts)):
+        tok = torch.stack([ids[b, n + step : n + step + 1] for b, n in enumerate(starts)])
+        logits, _ = dec.step(tok, seqs)
+        for b, n in enumerate(starts):
+            assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)

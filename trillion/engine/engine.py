@@ -24,6 +24,7 @@ import torch
 
 from ..model import Transformer
 from ..tokenizer import IncrementalDecoder, Tokenizer
+from .decode import Decoder
 from .runner import ModelRunner
 from .sampling import SamplingParams, draw, target_distribution, token_logprobs, verify_draft
 from .state import MAIN, MTP, SeqState, StatePool
@@ -85,6 +86,7 @@ class Engine:
         kv_cache_tokens: int | None = None,
         speculative: str | None = None,
         num_draft_tokens: int = 1,
+        compile: bool = False,
     ):
         cfg = model.cfg
         if speculative not in (None, "mtp"):
@@ -103,7 +105,9 @@ class Engine:
             spec_slack=num_draft_tokens + 1 if speculative else 0, dtype=model.dtype,
             device=model.embed.weight.device,
         )
-        self.runner = ModelRunner(model, self.pool)
+        # compile: torch.compile the runner's stateless stages (first steps pay the compilation)
+        self.runner = ModelRunner(model, self.pool, compile=compile)
+        self.decoder = Decoder(model, self.pool, self.max_model_len, compile=compile)
         self.waiting: deque[list[Sequence]] = deque()
         self.running: list[Sequence] = []
         self._ids = itertools.count()
@@ -176,7 +180,7 @@ class Engine:
     def _fits_ever(self, tokens: int, n: int) -> bool:
         if n > self.pool.max_seqs:
             return False
-        return all(n * need <= self.pool.n_pages[g] for g, need in self.pool.pages_needed(tokens).items())
+        return all(n * need <= self.pool.n_pages[g] - 1 for g, need in self.pool.pages_needed(tokens).items())
 
     def _admit(self) -> None:
         while self.waiting:
@@ -238,7 +242,7 @@ class Engine:
 
     def _decode(self, seqs: list[Sequence]) -> list[Event]:
         ids = torch.tensor([[s.pending] for s in seqs], dtype=torch.long)
-        logits, _ = self.runner.forward(ids, [s.state for s in seqs], last_only=True)
+        logits, _ = self.decoder.step(ids, [s.state for s in seqs])
         for s in seqs:
             s.pending = None
         return [self._emit(s, logits[b, 0]) for b, s in enumerate(seqs)]

@@ -90,7 +90,11 @@ class StatePool:
             tokens = min(cfg.max_seq_len, 8192)
             max_entries = {r: max_seqs * ceil_div(tokens, r) for _, r in self.groups}
         self.n_pages = {g: ceil_div(max_entries.get(g[1], 0), page_size) + max_seqs for g in self.groups}
-        self.free_pages = {g: list(range(self.n_pages[g] - 1, -1, -1)) for g in self.groups}
+        # one extra page per group is never handed out: the decode path points unused page-table
+        # cells at it, so fixed-width gathers and masked writes stay inside the pool
+        self.n_pages = {g: n + 1 for g, n in self.n_pages.items()}
+        self.free_pages = {g: list(range(self.n_pages[g] - 1, 0, -1)) for g in self.groups}
+        self.scratch = {g: 0 for g in self.groups}
         self.free_slots = list(range(max_seqs - 1, -1, -1))
         k, d = cfg.head_dim, cfg.index_head_dim
         f32 = dict(dtype=torch.float32, device=device)
@@ -193,7 +197,7 @@ class StatePool:
     # ------------------------------------------------------------------ accounting
 
     def pages_in_use(self) -> int:
-        return sum(self.n_pages[g] - len(self.free_pages[g]) for g in self.n_pages)
+        return sum(self.n_pages[g] - 1 - len(self.free_pages[g]) for g in self.n_pages)
 
     def slots_in_use(self) -> int:
         return self.max_seqs - len(self.free_slots)

@@ -1,0 +1,174 @@
+"""The decode fast path: one new token per sequence, every layer as one graph of tensor ops.
+
+`ModelRunner.forward` handles any number of tokens per sequence with Python bookkeeping per
+sequence. Decoding (one token each) is the hot loop, so this module redoes it with no Python work
+per sequence or per position: positions, slots, page tables and masks are tensors, the compressor
+folds a token in with indexed writes and emits an entry under a mask, the compressed entries are
+gathered through a page table padded to a fixed width. Shapes depend only on the batch size and
+`max_model_len`, so `torch.compile` turns each layer kind into one graph, reused by every block
+of that kind. Only the routed experts (a data-dependent loop over the chosen experts) run eagerly.
+
+Tested against `ModelRunner.forward` (and so against the full forward) token by token.
+
+Shapes: B sequences, Wr ring size, Cm entries a page table can address, P page size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.block import Block
+from ..model.compressor import Compressor
+from ..model.indexer import select_topk
+from ..model.mhc import hc_post
+from .runner import attend_split
+from .state import MAIN, SeqState, StatePool
+
+
+def fold_token(
+    comp: Compressor, state_kv: torch.Tensor, state_score: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor,
+    kv: torch.Tensor, score: torch.Tensor, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold one token per sequence into its partial block (in place).
+
+    kv, score [B, c*w] (score without ape); pos [B]. Returns (entry [B, w], complete [B]): the
+    entry pooled from the current block, valid where the token completed it."""
+    r = comp.ratio
+    off = r if comp.overlap else 0
+    phase = pos % r
+    state_kv[slots, off + phase] = kv
+    state_score[slots, off + phase] = score + comp.ape[phase]
+    complete = (pos + 1) % r == 0
+    skv, ssc = state_kv[slots], state_score[slots]  # [B, c*r, c*w]
+    if comp.overlap:
+        d = comp.head_dim
+        has_prev = (pos + 1 >= 2 * r)[:, None, None]  # a complete block before this one
+        prev_sc = torch.where(has_prev, ssc[:, :r, :d], torch.full_like(ssc[:, :r, :d], float("-inf")))
+        kv_all = torch.cat((skv[:, :r, :d], skv[:, r:, d:]), dim=1)  # [B, 2r, w]
+        sc_all = torch.cat((prev_sc, ssc[:, r:, d:]), dim=1)
+        # a completed block becomes the "previous" block of the next one
+        state_kv[slots, :r] = torch.where(complete[:, None, None], skv[:, r:], skv[:, :r])
+        state_score[slots, :r] = torch.where(complete[:, None, None], ssc[:, r:], ssc[:, :r])
+    else:
+        kv_all, sc_all = skv, ssc
+    pooled = (kv_all * sc_all.softmax(dim=1)).sum(dim=1)  # [B, w]
+    entry = comp.finish(pooled[:, None], (pos // r)[:, None], dtype)[:, 0]
+    return entry, complete
+
+
+def write_entry(pages: torch.Tensor, rows: torch.Tensor, entry: torch.Tensor, complete: torch.Tensor) -> None:
+    """pages [n, P, w]; rows [B] flat row of each sequence's new entry; writes where complete."""
+    flat = pages.view(-1, pages.shape[-1])
+    flat[rows] = torch.where(complete[:, None], entry.to(flat.dtype), flat[rows])
+
+
+def decode_layer(
+    blk: Block, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor,
+    ring: torch.Tensor, table_rows: torch.Tensor | None, new_rows: torch.Tensor | None,
+    comp_kv, comp_score, entries, idx_kv, idx_score, idx_keys,
+):
+    """One block for one token per sequence, up to the router. x [B, 1, N, D], pos [B].
+
+    table_rows [B, Cm]: flat page rows of entries 0..Cm-1 of each sequence; new_rows [B]: the row
+    of the entry this token completes (if it does). -> (x, h, post, comb, weights, indices, shared)."""
+    attn = blk.attn
+    b = x.shape[0]
+    cos, sin = attn.rope(pos[:, None])  # [B, 1, R/2]
+    h, post, comb = blk.hc_pre(x, "attn")
+    h = blk.attn_norm(h)
+    q, q_latent = attn.queries(h, cos, sin)  # [B, 1, H, K]
+    kv = attn.keys(h, cos, sin)  # [B, 1, K]
+
+    wr, w = ring.shape[1], attn.cfg.window_size
+    last = pos[:, None] - 1
+    ring_pos = last - torch.remainder(last - torch.arange(wr, device=x.device), wr)  # [B, Wr]
+    kpos = torch.cat((ring_pos, pos[:, None]), dim=1)
+    qpos = pos[:, None, None]
+    shared = torch.cat((ring[slots], kv), dim=1)  # [B, Wr + 1, K]
+    visible = (kpos[:, None, :] >= 0) & (kpos[:, None, :] > qpos - w)  # all kpos <= qpos here
+
+    picked = picked_visible = None
+    if attn.compressor is not None:
+        proj_kv, proj_sc = attn.compressor.project(h[:, 0])
+        entry, complete = fold_token(attn.compressor, comp_kv, comp_score, slots, pos, proj_kv, proj_sc, x.dtype)
+        write_entry(entries, new_rows, entry, complete)
+        ready = (torch.arange(table_rows.shape[1], device=x.device) < ((pos + 1) // attn.ratio)[:, None])[:, None]
+        flat = entries.view(-1, entries.shape[-1])
+        if attn.indexer is None:
+            shared = torch.cat((shared, flat[table_rows]), dim=1)
+            visible = torch.cat((visible, ready), dim=-1)
+        else:
+            ix = attn.indexer
+            ikv, isc = ix.compressor.project(h[:, 0])
+            ientry, icomplete = fold_token(ix.compressor, idx_kv, idx_score, slots, pos, ikv, isc, x.dtype)
+            write_entry(idx_keys, new_rows, ientry, icomplete)
+            keys = idx_keys.view(-1, idx_keys.shape[-1])[table_rows]  # [B, Cm, d]
+            scores = ix.scores(h, ix.queries(q_latent, cos, sin), keys, ix.head_weights(h))
+            top = select_topk(scores, ready, ix.topk)  # [B, 1, k]
+            picked_visible = top >= 0
+            picked = flat[table_rows.gather(1, top.clamp(min=0).flatten(1)).view(top.shape)]
+
+    out = attend_split(q, shared, visible, picked, picked_visible, attn.attn_sink, attn.scale)
+    ring[slots, torch.remainder(pos, wr)] = kv[:, 0].to(ring.dtype)
+
+    x = hc_post(attn.output(out, cos, sin), x, post, comb)
+    h, post, comb = blk.hc_pre(x, "ffn")
+    h = blk.ffn_norm(h)
+    flat_h = h.reshape(b, -1)
+    weights, indices = blk.ffn.gate(flat_h, ids.reshape(-1))
+    shared_out = blk.ffn.shared_experts(flat_h).float() if blk.ffn.shared_experts is not None else None
+    return x, flat_h, post, comb, weights, indices, shared_out
+
+
+def merge(routed, shared, x, post, comb):
+    y = routed if shared is None else routed + shared
+    return hc_post(y.to(x.dtype).view(*x.shape[:2], -1), x, post, comb)
+
+
+class Decoder:
+    """Decode steps of the main stack through `decode_layer` (compiled with compile=True)."""
+
+    def __init__(self, model, pool: StatePool, max_model_len: int, *, compile: bool = False):
+        self.model, self.pool, self.cfg = model, pool, model.cfg
+        p = pool.page_size
+        # entries a sequence can reach, per ratio, rounded up to whole pages
+        self.max_pages = {g: -(-(max_model_len // g[1]) // p) for g in pool.groups}
+        self.layer = torch.compile(decode_layer, dynamic=None) if compile else decode_layer
+        self.merge = torch.compile(merge, dynamic=None) if compile else merge
+        self.logits = torch.compile(model.logits, dynamic=None) if compile else model.logits
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, seqs: list[SeqState]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [B, 1] -> (float32 logits [B, 1, V], final streams [B, 1, N, D])."""
+        pool, p = self.pool, self.pool.page_size
+        dev = ids.device
+        pos = torch.tensor([s.lengths[MAIN] for s in seqs], dtype=torch.long, device=dev)
+        slots = torch.tensor([s.slot for s in seqs], dtype=torch.long, device=dev)
+        rows: dict = {}
+        for s in seqs:
+            pool.ensure_pages(s, MAIN, s.lengths[MAIN] + 1)
+        for g in pool.groups:
+            if g[0] != MAIN:
+                continue
+            width = self.max_pages[g]
+            table = torch.full((len(seqs), width), pool.scratch[g], dtype=torch.long)
+            for b, s in enumerate(seqs):
+                t = s.pages[g]
+                table[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+            table_rows = (table[:, :, None] * p + torch.arange(p)).flatten(1)  # [B, Cm]
+            e = pos // g[1]
+            new_rows = table_rows.gather(1, e.clamp(max=table_rows.shape[1] - 1)[:, None])[:, 0]
+            rows[g[1]] = (table_rows.to(dev), new_rows.to(dev))
+        x = self.model.streams(ids)
+        for i, blk in enumerate(self.model.layers):
+            st = pool.layers[i]
+            tr, nr = rows.get(st.ratio, (None, None))
+            x, h, post, comb, weights, indices, shared = self.layer(
+                blk, x, ids, pos, slots, st.ring, tr, nr, st.comp_kv, st.comp_score, st.entries,
+                st.idx_kv, st.idx_score, st.idx_keys,
+            )
+            routed = blk.ffn.routed(h, weights, indices)
+            x = self.merge(routed, shared, x, post, comb)
+        for s in seqs:
+            s.lengths[MAIN] += 1
+        return self.logits(x), x
