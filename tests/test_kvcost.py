@@ -172,11 +172,12 @@ def test_million_tokens_against_v32(flavor):
 
 
 def test_engine_pool_matches_bf16_formula():
-    """StatePool(dtype=bf16) allocates exactly the bf16 formula, plus one spare page per compressed layer.
+    """StatePool(dtype=bf16) allocates exactly the bf16 formula, plus two spare pages per compressed layer.
 
     The pool keeps `max_seqs` spare pages per (stack, ratio) group beyond `max_entries` (a sequence's
-    last page may be partly filled), and always allocates the whole window ring: so compare at
-    N >= window and subtract the spare page (page_size = 1: one entry, and one indexer key on CSA).
+    last page may be partly filled) and one scratch page that the decode path's fixed-width page
+    tables point at, and always allocates the whole window ring: so compare at N >= window and
+    subtract the spare pages (page_size = 1: one entry, and one indexer key on CSA, each).
     """
     from trillion.engine.state import StatePool
 
@@ -192,8 +193,8 @@ def test_engine_pool_matches_bf16_formula():
         want = layer_state_bytes(cfg, i, n, "bf16")
         assert size(st.ring) == want["window_ring"]
         assert size(st.comp_kv, st.comp_score, st.idx_kv, st.idx_score) == want["compressor_state"]
-        one_entry = 2 * cfg.head_dim if cfg.ratio(i) else 0
-        one_key = 2 * cfg.index_head_dim if cfg.is_sparse(i) else 0
+        one_entry = 2 * 2 * cfg.head_dim if cfg.ratio(i) else 0
+        one_key = 2 * 2 * cfg.index_head_dim if cfg.is_sparse(i) else 0
         assert size(st.entries) == want["entries"] + one_entry
         assert size(st.idx_keys) == want["index_keys"] + one_key
         spare += one_entry + one_key
