@@ -7,7 +7,7 @@ Every flavor is a `ModelConfig`; nothing in the code checks a flavor's name.
   DeepSeek did not publish its dims, so we chose them: V4-Pro's trunk (dim 7168, 61 layers, same
   CSA/HCA schedule, q/o ranks, indexer) with 64 heads in 8 output groups and 384 routed experts of
   width 2048, top-8. That gives 1.05T total / 37B activated (see `trillion params v4-1t`).
-* tiny: seconds-fast tests; small: CPU training and demos; bench-*: benchmark models that
+* tiny: seconds-fast tests; small: CPU training; demo: the shipped demo model; bench-*: benchmark models that
   llama.cpp can also load (HCA ratio 128, index head dim a multiple of 64).
 """
 
@@ -97,6 +97,33 @@ FLAVORS: dict[str, ModelConfig] = {
         max_seq_len=65536,
         name="small",
     ),
+    # The shipped demo model (trillion/assets/demo, docs/training.md): sized for a 2-core CPU, about
+    # 8M parameters, 16 MB in bf16. Every V4 piece at small scale: a hash-routed window layer, CSA
+    # (ratio 4, indexer top-16) and HCA (ratio 16) layers, so 256-token contexts use compression,
+    # 8 routed experts + 1 shared, mHC with 4 streams, and a window-only MTP block.
+    "demo": ModelConfig(
+        vocab_size=4096,
+        dim=256,
+        n_layers=4,
+        n_heads=4,
+        head_dim=64,
+        rope_head_dim=16,
+        q_lora_rank=128,
+        o_groups=2,
+        o_lora_rank=128,
+        window_size=64,
+        compress_ratios=(0, 4, 16, 4, 0),
+        index_n_heads=8,
+        index_head_dim=32,
+        index_topk=16,
+        moe_inter_dim=128,
+        n_routed_experts=8,
+        n_activated_experts=2,
+        n_hash_layers=1,
+        original_seq_len=4096,
+        max_seq_len=65536,
+        name="demo",
+    ),
     # ~94M total: the size of the llama.cpp comparison in shared/reference/anchors.md.
     "bench-94m": ModelConfig(
         vocab_size=32000,
@@ -113,7 +140,7 @@ FLAVORS: dict[str, ModelConfig] = {
         index_n_heads=16,
         index_head_dim=64,
         index_topk=64,
-        moe_inter_dim=424,
+        moe_inter_dim=416,
         n_routed_experts=8,
         n_activated_experts=2,
         n_hash_layers=1,

@@ -1,0 +1,203 @@
+"""`inspect_checkpoint`: what a checkpoint folder holds, and how it differs from what its config implies.
+
+Only the config and the file headers are read, never the weights, so inspecting a release-size
+checkpoint takes seconds. Problems are reported, not raised, so a broken folder can be diagnosed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model import Transformer
+from .dtype import config_dtype, dtype_name
+from .errors import CheckpointError, listing
+from .header import TensorInfo
+from .index import INDEX, checkpoint_tensors
+from .layouts import detect_layout
+from .load import fp8_block, read_config, without_absent_mtp
+from .official import is_quantized, weight_of_scale
+from .plan import make_plan
+
+
+def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A JSON-ready summary of the checkpoint folder `path`.
+
+    Keys: path, ok, layout, config (dims, layer kinds and ratios, experts), dtype, parameters
+    (total / main / mtp, as the config implies), shards (file, bytes, tensors), total_bytes,
+    tensors, dtypes (tensor count by dtype), quantization, missing, unexpected, problems, errors.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a checkpoint folder")
+    out: dict[str, Any] = {
+        "path": str(folder), "ok": False, "layout": None, "config": None, "dtype": None, "parameters": None,
+        "shards": [], "total_bytes": 0, "tensors": 0, "dtypes": {}, "quantization": None,
+        "missing": [], "unexpected": [], "problems": [], "errors": [], "notes": [], "index": False,
+    }  # fmt: skip
+    cfg = raw = None
+    try:
+        cfg, raw = read_config(folder)
+        out["dtype"] = dtype_name(d) if (d := config_dtype(raw)) else None
+    except CheckpointError as e:
+        out["errors"].append(str(e))
+    try:
+        tensors = checkpoint_tensors(folder)
+    except CheckpointError as e:
+        out["errors"].append(str(e))
+        tensors = {}
+
+    by_file: dict[Path, list[TensorInfo]] = {}
+    for t in tensors.values():
+        by_file.setdefault(t.file, []).append(t)
+    out["shards"] = [
+        {"file": f.name, "bytes": f.stat().st_size, "tensors": len(ts)} for f, ts in sorted(by_file.items())
+    ]
+    out["index"] = (folder / INDEX).exists()
+    out["total_bytes"] = sum(s["bytes"] for s in out["shards"])
+    out["tensors"] = len(tensors)
+    out["dtypes"] = dict(Counter(dtype_name(t.dtype) if t.dtype else t.dtype_name for t in tensors.values()))
+    if tensors:
+        out["layout"] = detect_layout(set(tensors))
+    out["quantization"] = _quantization(tensors, raw or {})
+
+    if cfg is not None and tensors:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfg = without_absent_mtp(cfg, list(tensors), folder)
+        out["notes"] = [str(w.message) for w in caught]
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        plan = make_plan(tensors, model.state_dict(), fp8_block(raw))
+        out["missing"] = plan.missing
+        out["unexpected"] = [t.name for t in plan.unexpected]
+        out["problems"] = plan.problems
+        total = sum(p.numel() for p in model.parameters())
+        mtp = sum(p.numel() for n, p in model.named_parameters() if n.startswith("mtp."))
+        out["parameters"] = {"total": total, "main": total - mtp, "mtp": mtp}
+    if cfg is not None:
+        out["config"] = _config_summary(cfg)
+    out["ok"] = not (out["errors"] or out["missing"] or out["unexpected"] or out["problems"])
+    return out
+
+
+def _config_summary(cfg) -> dict[str, Any]:
+    kinds = [cfg.layer_kind(i) for i in range(cfg.n_layers)]
+    ratios: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        if kind != "window" and cfg.ratio(i) not in ratios.setdefault(kind, []):
+            ratios[kind].append(cfg.ratio(i))
+    return {
+        "vocab_size": cfg.vocab_size,
+        "dim": cfg.dim,
+        "n_layers": cfg.n_layers,
+        "n_mtp_layers": cfg.n_mtp_layers,
+        "n_heads": cfg.n_heads,
+        "head_dim": cfg.head_dim,
+        "rope_head_dim": cfg.rope_head_dim,
+        "q_lora_rank": cfg.q_lora_rank,
+        "o_groups": cfg.o_groups,
+        "o_lora_rank": cfg.o_lora_rank,
+        "window_size": cfg.window_size,
+        "layer_kinds": {k: kinds.count(k) for k in ("window", "csa", "hca")},
+        "ratios": ratios,
+        "n_routed_experts": cfg.n_routed_experts,
+        "n_activated_experts": cfg.n_activated_experts,
+        "n_shared_experts": cfg.n_shared_experts,
+        "moe_inter_dim": cfg.moe_inter_dim,
+        "n_hash_layers": cfg.n_hash_layers,
+        "score_func": cfg.score_func,
+    }
+
+
+def _quantization(tensors: dict[str, TensorInfo], raw: dict) -> dict[str, Any]:
+    pairs = {n: tensors.get(weight_of_scale(n)) for n in tensors if n.endswith(".scale")}
+    quantized = [w for w in pairs.values() if w is not None and is_quantized(w.dtype)]
+    return {
+        "config": raw.get("quantization_config"),
+        "expert_dtype": raw.get("expert_dtype"),
+        "fp8_weights": sum(t.dtype == torch.float8_e4m3fn for t in quantized),
+        "fp4_weights": sum(t.dtype != torch.float8_e4m3fn for t in quantized),
+        "scales": len(quantized),
+    }
+
+
+def format_inspection(info: dict[str, Any]) -> str:
+    """The human summary of an `inspect_checkpoint` dict."""
+    lines = [f"checkpoint    {info['path']}  (layout {info['layout'] or '?'})"]
+    c = info["config"]
+    if c:
+        k, r = c["layer_kinds"], c["ratios"]
+        kinds = ", ".join(
+            f"{k[kind]} {kind}" + (f" (ratio {'/'.join(map(str, r[kind]))})" if r.get(kind) else "")
+            for kind in ("window", "csa", "hca")
+            if k[kind]
+        )
+        lines += [
+            f"config        dim {c['dim']}, {c['n_layers']} layers + {c['n_mtp_layers']} MTP, "
+            f"{c['n_heads']} heads x {c['head_dim']} (rope {c['rope_head_dim']}), vocab {c['vocab_size']}, "
+            f"window {c['window_size']}",
+            f"layers        {kinds}",
+            f"experts       {c['n_routed_experts']} routed (top-{c['n_activated_experts']}) + "
+            f"{c['n_shared_experts']} shared, width {c['moe_inter_dim']}, {c['n_hash_layers']} hash layers, "
+            f"{c['score_func']}",
+        ]
+    if info.get("dtype"):
+        lines.append(f"dtype         {info['dtype']}")
+    if info["parameters"]:
+        p = info["parameters"]
+        lines.append(
+            f"parameters    {_count(p['total'])} ({_count(p['main'])} main + {_count(p['mtp'])} MTP)"
+        )
+    shards = info["shards"]
+    if shards:
+        shown = ", ".join(f"{s['file']} ({_bytes(s['bytes'])}, {s['tensors']} tensors)" for s in shards[:4])
+        more = f", and {len(shards) - 4} more" if len(shards) > 4 else ""
+        index = " + index" if info.get("index") else ""
+        total = _bytes(info["total_bytes"])
+        lines.append(f"files         {len(shards)} shard(s){index}, {total}: {shown}{more}")
+    if info["dtypes"]:
+        by_dtype = ", ".join(f"{n} {d}" for d, n in sorted(info["dtypes"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"tensors       {info['tensors']}: {by_dtype}")
+    q = info["quantization"]
+    if q and (q["scales"] or q["config"]):
+        qc = q["config"] or {}
+        detail = f"{qc.get('fmt', '?')} / {qc.get('scale_fmt', '?')} scales"
+        detail += f", blocks {qc.get('weight_block_size', '?')}"
+        lines.append(
+            f"quantization  {q['fp8_weights']} fp8 weights ({detail}), {q['fp4_weights']} fp4 weights "
+            f"(expert_dtype {q['expert_dtype']}), {q['scales']} scales"
+        )
+    else:
+        lines.append("quantization  none")
+    for note in info.get("notes", []):
+        lines.append(f"note          {note}")
+    if info["ok"]:
+        lines.append("status        ok: every tensor the config implies is present, nothing unexpected")
+    else:
+        lines.append("status        NOT LOADABLE")
+        lines += [f"  error: {e}" for e in info["errors"]]
+        lines += [f"  problem: {p}" for p in info["problems"][:10]]
+        if info["missing"]:
+            lines.append(f"  missing ({len(info['missing'])}): {listing(info['missing'])}")
+        if info["unexpected"]:
+            lines.append(f"  unexpected ({len(info['unexpected'])}): {listing(info['unexpected'])}")
+    return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

@@ -1,0 +1,138 @@
+"""`save_model`: a model -> a checkpoint folder in the "hf" or "deepseek" (official release) layout.
+
+  hf        config.json (transformers' DeepseekV4Config keys + "dtype") and model.safetensors, or
+            model-0000i-of-0000n.safetensors + model.safetensors.index.json past `max_shard_bytes`;
+            names through `layouts.HF_RULES`; `transformers.AutoModelForCausalLM` loads it.
+  deepseek  the official release: DeepSeek's names, each tensor stored as `official_storage` says
+            (FP8 / FP4 with UE8M0 `.scale` tensors, bf16, fp32, int64), config.json with the
+            release's `quantization_config` and `expert_dtype`.
+
+Shards are filled in state_dict order (a layer's tensors stay together) and built one at a time,
+so a save needs the model plus one shard of memory. The folder is written atomically (atomic.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..model.dtypes import param_dtype
+from .atomic import atomic_folder
+from .dtype import as_dtype, dtype_name
+from .errors import CheckpointError, listing
+from .index import INDEX, SINGLE, index_dict, shard_name
+from .layouts import DEEPSEEK, HF, LAYOUTS, to_checkpoint_name
+from .official import EXPERT_DTYPE, QUANTIZATION_CONFIG, check_encodable, encode_official, stored_nbytes
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
+# Files a checkpoint folder carries besides weights and config, copied by `copy_files_from`.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+SIDE_FOLDERS = ("encoding",)  # the release's chat-format code (encoding/encoding_dsv4.py)
+
+
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    layout: str = HF,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | str | None = None,
+    copy_files_from: str | Path | None = None,
+) -> Path:
+    """Write `model` (a Transformer) to the folder `path`, replacing it atomically if it exists.
+
+    layout: "hf" or "deepseek". dtype (hf only): store floating tensors in this compute dtype
+    (the float32 ones stay float32); None keeps each tensor's own dtype. The deepseek layout fixes
+    every tensor's storage, so it takes no dtype. copy_files_from: a folder whose tokenizer files
+    (and `encoding/`) are copied alongside. Returns the folder.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
+    if layout == DEEPSEEK and dtype is not None:
+        raise ValueError("the deepseek layout fixes each tensor's storage; pass dtype=None")
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    dtype = as_dtype(dtype) if dtype is not None else None
+    state = model.state_dict()
+    on_meta = [n for n, t in state.items() if t.is_meta]
+    if on_meta:
+        raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
+
+    if layout == HF:
+        compute = dtype or model.dtype
+        config = {**model.cfg.to_hf_dict(), "dtype": dtype_name(compute), "torch_dtype": dtype_name(compute)}
+        sizes = {n: t.numel() * _hf_dtype(n, t, dtype).itemsize for n, t in state.items()}
+    else:
+        for n, t in state.items():
+            check_encodable(n, tuple(t.shape))
+        config = {
+            **model.cfg.to_hf_dict(),
+            "dtype": "bfloat16",
+            "torch_dtype": "bfloat16",
+            "quantization_config": dict(QUANTIZATION_CONFIG),
+            "expert_dtype": EXPERT_DTYPE,
+        }
+        sizes = {n: stored_nbytes(n, tuple(t.shape)) for n, t in state.items()}
+
+    shards = _split(list(sizes.items()), max_shard_bytes)
+    with atomic_folder(Path(path)) as tmp:
+        weight_map, total = {}, 0
+        for i, names in enumerate(shards):
+            file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
+            tensors: dict[str, torch.Tensor] = {}
+            for n in names:
+                tensors.update(_encode(n, state[n], layout, dtype))
+            _write_shard(tmp / file, tensors)
+            weight_map.update(dict.fromkeys(tensors, file))
+            total += sum(t.numel() * t.element_size() for t in tensors.values())
+            del tensors
+        if len(shards) > 1:
+            (tmp / INDEX).write_text(json.dumps(index_dict(weight_map, total), indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if copy_files_from is not None:
+            _copy_side_files(Path(copy_files_from), tmp)
+    return Path(path)
+
+
+def _hf_dtype(name: str, t: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    return param_dtype(name, dtype) if dtype is not None and t.is_floating_point() else t.dtype
+
+
+def _encode(name: str, t: torch.Tensor, layout: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    t = t.detach().cpu()
+    if layout == DEEPSEEK:
+        return encode_official(name, t)
+    return {to_checkpoint_name(name, HF): t.to(_hf_dtype(name, t, dtype)).contiguous()}
+
+
+def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
+    """Greedy, in order: a new shard starts when the next tensor would overflow the current one."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, nbytes in sizes:
+        if shards[-1] and used + nbytes > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += nbytes
+    return shards
+
+
+def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def _copy_side_files(src: Path, dst: Path) -> None:
+    if not src.is_dir():
+        return
+    for name in SIDE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    for name in SIDE_FOLDERS:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name)
