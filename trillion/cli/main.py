@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Command modules, in the order `trillion --help` lists them.
-COMMANDS = ("generate", "params", "inspect", "convert", "kv")
+COMMANDS = ("generate", "serve", "params", "inspect", "convert", "quantize", "kv", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
