@@ -163,3 +163,18 @@ def test_abort_and_limits(model):
     eng.abort(seqs)
     assert eng.pool.slots_in_use() == 0 and eng.pool.pages_in_use() == 0
     assert all(v == 0 for v in eng.reserved.values()) and not eng.has_work() or eng.step() == []
+
+
+def test_streams_never_show_part_of_a_stop_string(model):
+    tok = _byte_tokenizer()
+    llm = LLM(model, tokenizer=tok, max_seqs=2)
+    full = llm.generate("def add", SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True))[0].text
+    stop = full[5:9]
+    chunks = [c.text for c in llm.stream("def add", SamplingParams(temperature=0, max_new_tokens=20, stop=[stop],
+                                                                    ignore_eos=True))]
+    final = full[: full.index(stop)]
+    assert "".join(chunks) == final
+    streamed = ""
+    for c in chunks:  # at no point did the stream show text past the cut (e.g. half the stop string)
+        streamed += c
+        assert final.startswith(streamed)

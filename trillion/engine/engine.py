@@ -50,6 +50,7 @@ class Sequence:
     finish_reason: str | None = None
     decoder: IncrementalDecoder | None = None
     text: str = ""
+    emitted: int = 0  # characters of `text` already handed out in events
     arrival: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -130,8 +131,13 @@ class Engine:
                 f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) = {total} exceeds "
                 f"the maximum model length {self.max_model_len}"
             )
+        if params.n > self.pool.max_seqs:
+            raise ValueError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
         if not self._fits_ever(total, params.n):
-            raise ValueError(f"a request of {total} tokens x {params.n} samples can never fit the state pool")
+            raise ValueError(
+                f"a request of {total} tokens x n = {params.n} samples can never fit the state pool "
+                f"(raise kv_cache_tokens or lower max_new_tokens)"
+            )
         rid = next(self._req_ids)
         seqs = []
         for i in range(params.n):
@@ -328,26 +334,26 @@ class Engine:
         s.output_ids.append(token)
         if s.params.logprobs is not None:
             s.logprobs.append(token_logprobs(logits, token, s.params.logprobs))
-        delta = s.decoder.push(token) if s.decoder is not None else ""
-        s.text += delta
+        if s.decoder is not None:
+            s.text += s.decoder.push(token)
         reason = None
+        stops = s.params.stop
         if token == self.eos and not s.params.ignore_eos:
             reason = "stop"
         elif token in s.params.stop_token_ids:
             reason = "stop"
-        elif s.params.stop and any(t in s.text for t in s.params.stop):
-            cut = min(s.text.index(t) for t in s.params.stop if t in s.text)
-            emitted_before = len(s.text) - len(delta)
-            delta = s.text[emitted_before:cut] if cut > emitted_before else ""
-            s.text = s.text[:cut]
+        elif stops and any(t in s.text for t in stops):
+            s.text = s.text[: min(s.text.index(t) for t in stops if t in s.text)]
             reason = "stop"
         elif len(s.output_ids) >= s.params.max_new_tokens:
             reason = "length"
+        if reason == "length" and s.decoder is not None:
+            s.text += s.decoder.flush()
+        # Text that could still turn out to begin a stop string is held back until it cannot.
+        hold = 0 if reason or not stops else max(len(t) for t in stops) - 1
+        end = max(s.emitted, len(s.text) - hold)
+        delta, s.emitted = s.text[s.emitted : end], end
         if reason:
-            if s.decoder is not None and reason == "length":
-                tail = s.decoder.flush()
-                s.text += tail
-                delta += tail
             self._finish(s, reason)
         else:
             s.pending = token

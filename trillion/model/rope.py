@@ -12,6 +12,7 @@ Shapes: T tokens, R rope dims (R/2 frequency pairs).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -46,8 +47,12 @@ def rope_inv_freq(
     return freqs
 
 
+@lru_cache(maxsize=64)
 def layer_inv_freq(cfg: ModelConfig, compressed: bool) -> torch.Tensor:
-    """Frequencies of a layer: YaRN at compress_rope_theta if it compresses, plain RoPE otherwise."""
+    """Frequencies of a layer: YaRN at compress_rope_theta if it compresses, plain RoPE otherwise.
+
+    Cached per (config, kind): a few floats, recomputed on every call otherwise. Callers must not
+    modify the returned tensor."""
     if compressed:
         return rope_inv_freq(
             cfg.rope_head_dim,
