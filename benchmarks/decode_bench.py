@@ -50,7 +50,11 @@ def timed(fn) -> float:
 def bench_trillion(model, prompts, new_tokens, batch, **engine) -> tuple[float, float]:
     llm = LLM(model, max_seqs=max(8, batch), **engine)
     greedy = SamplingParams(temperature=0, max_new_tokens=new_tokens, ignore_eos=True)
-    llm.generate([prompts[0][:16]], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))  # warm-up
+    # warm-up: with torch.compile, the first steps compile the graphs (reported, not timed)
+    t = time.perf_counter()
+    llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))
+    print(f"  trillion warm-up (batch {batch}, compile={engine.get('compile')}): {time.perf_counter() - t:.1f} s",
+          file=sys.stderr)
     outs = llm.generate(prompts[:batch], greedy)
     first = max(o.stats["time_to_first_token_s"] for o in outs)
     total = max(o.stats["total_time_s"] for o in outs)
@@ -77,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--eager", action="store_true", help="trillion without torch.compile")
     ap.add_argument("--speculative", action="store_true", help="also measure MTP speculation (random weights!)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -99,13 +104,14 @@ def main(argv=None) -> int:
             save_model(model, tmp)
             ref = DeepseekV4ForCausalLM.from_pretrained(str(tmp), dtype=torch.float32).eval()
         for batch in [int(b) for b in args.batches.split(",")]:
-            p_ours, d_ours = bench_trillion(model, prompts, args.new_tokens, batch)
+            p_ours, d_ours = bench_trillion(model, prompts, args.new_tokens, batch, compile=not args.eager)
             # the roofline is for one sequence: a batch of 8 touches more experts per step
             row = dict(flavor=name, batch=batch, prefill=p_ours, decode=d_ours, roofline=roofline if batch == 1 else None)
             if ref is not None:
                 row["hf_prefill"], row["hf_decode"] = bench_transformers(ref, prompts, args.new_tokens, batch)
             if args.speculative and batch == 1:
-                _, row["decode_mtp"] = bench_trillion(model, prompts, args.new_tokens, batch, speculative="mtp")
+                _, row["decode_mtp"] = bench_trillion(model, prompts, args.new_tokens, batch, speculative="mtp",
+                                                      compile=not args.eager)
             rows.append(row)
             print(row, file=sys.stderr)
         del model, ref

@@ -56,6 +56,7 @@ class Attention(nn.Module):
         self.ratio = cfg.ratio(layer)
         self.n_heads, self.head_dim, self.rope_dim = cfg.n_heads, cfg.head_dim, cfg.rope_head_dim
         self.scale = cfg.head_dim**-0.5
+        self.inv_freq = layer_inv_freq(cfg, self.ratio > 0)  # a constant, not a parameter or buffer
         self.attn_sink = nn.Parameter(torch.zeros(cfg.n_heads, dtype=torch.float32))
         self.wq_a = nn.Linear(cfg.dim, cfg.q_lora_rank, bias=False)
         self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps)
@@ -79,7 +80,7 @@ class Attention(nn.Module):
 
         The methods below take cos/sin with the token axis second to last: [T, R/2] for one
         sequence from position 0, [B, T, R/2] for sequences at different positions."""
-        return rope_cos_sin(positions, layer_inv_freq(self.cfg, self.ratio > 0))
+        return rope_cos_sin(positions, self.inv_freq)
 
     def queries(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, D] -> q [B, T, H, K] (normalised, rotated) and the q latent [B, T, q_lora]."""
@@ -100,6 +101,9 @@ class Attention(nn.Module):
         o = apply_rope(o, cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)
         g, r = self.cfg.o_groups, self.cfg.o_lora_rank
         o = o.flatten(2).unflatten(-1, (g, -1))  # [B, T, G, H*K/G]
+        # a quantised wo_a (trillion.quant) has its own grouped product, which keeps W quantised
+        if hasattr(self.wo_a, "grouped"):
+            return self.wo_b(self.wo_a.grouped(o).flatten(2))
         wo_a = self.wo_a.weight.view(g, r, -1)  # [G, r, H*K/G]
         return self.wo_b(torch.einsum("btgi,gri->btgr", o, wo_a).flatten(2))
 

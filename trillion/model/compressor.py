@@ -39,6 +39,7 @@ class Compressor(nn.Module):
         self.wkv = nn.Linear(cfg.dim, width, bias=False, dtype=torch.float32)
         self.wgate = nn.Linear(cfg.dim, width, bias=False, dtype=torch.float32)
         self.norm = RMSNorm(head_dim, cfg.norm_eps)
+        self.inv_freq = layer_inv_freq(cfg, True)  # compressed entries use the compress rope
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, D] -> kv, score [B, T, c*d] in float32 (score without ape)."""
@@ -80,7 +81,7 @@ class Compressor(nn.Module):
         first_block: index of the first pooled block (an int, or [B, 1] per sequence)."""
         entries = self.norm(pooled.to(dtype))
         starts = (torch.arange(entries.shape[1], device=entries.device) + first_block) * self.ratio
-        cos, sin = rope_cos_sin(starts, layer_inv_freq(self.cfg, True))
+        cos, sin = rope_cos_sin(starts, self.inv_freq)
         entries = apply_rope(entries, cos, sin)
         if self.cfg.fake_quant:
             if self.rotate:

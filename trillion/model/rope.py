@@ -29,7 +29,7 @@ def rope_inv_freq(
     beta_slow: int = 1,
 ) -> torch.Tensor:
     """Inverse frequencies [R/2] in float32; YaRN-interpolated when original_seq_len > 0."""
-    freqs = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim))
+    freqs = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32, device="cpu") / rope_dim))
     if original_seq_len > 0:
         # Dimensions that rotate fewer than beta_slow times over the original context are
         # interpolated by `factor`, those rotating more than beta_fast times are kept, with a
@@ -41,7 +41,7 @@ def rope_inv_freq(
         high = min(math.ceil(correction_dim(beta_slow)), rope_dim - 1)
         if low == high:
             high += 0.001
-        ramp = ((torch.arange(rope_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+        ramp = ((torch.arange(rope_dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
         smooth = 1 - ramp
         freqs = freqs / factor * (1 - smooth) + freqs * smooth
     return freqs
@@ -51,8 +51,8 @@ def rope_inv_freq(
 def layer_inv_freq(cfg: ModelConfig, compressed: bool) -> torch.Tensor:
     """Frequencies of a layer: YaRN at compress_rope_theta if it compresses, plain RoPE otherwise.
 
-    Cached per (config, kind): a few floats, recomputed on every call otherwise. Callers must not
-    modify the returned tensor."""
+    Always on the CPU (also while a model is built on `meta`); cached per (config, kind), so
+    callers must not modify the returned tensor."""
     if compressed:
         return rope_inv_freq(
             cfg.rope_head_dim,
