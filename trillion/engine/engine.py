@@ -171,9 +171,14 @@ class Engine:
     def step(self) -> list[Event]:
         events: list[Event] = []
         self._admit()
-        pre = next((s for s in self.running if s.status == PREFILL), None)
-        if pre is not None:
-            events += self._prefill(pre)
+        # prefill: up to `prefill_chunk` prompt tokens per step, oldest sequences first
+        budget = self.prefill_chunk
+        for pre in [s for s in self.running if s.status == PREFILL]:
+            if budget <= 0:
+                break
+            n = min(budget, len(pre.prompt_ids) - pre.prefilled)
+            events += self._prefill(pre, n)
+            budget -= n
         dec = [s for s in self.running if s.status == DECODE and s.pending is not None]
         if dec:
             events += self._speculate(dec) if self.speculative else self._decode(dec)
@@ -211,9 +216,10 @@ class Engine:
 
     # ------------------------------------------------------------------ prefill
 
-    def _prefill(self, s: Sequence) -> list[Event]:
+    def _prefill(self, s: Sequence, n: int) -> list[Event]:
+        """Run the next `n` prompt tokens of `s`; after the last, sample its first token(s)."""
         a = s.prefilled
-        b = min(len(s.prompt_ids), a + self.prefill_chunk)
+        b = min(len(s.prompt_ids), a + n)
         ids = torch.tensor([s.prompt_ids[a:b]], dtype=torch.long)
         done = b == len(s.prompt_ids)
         logits, h = self.runner.forward(ids, [s.state], last_only=True)
