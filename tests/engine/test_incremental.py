@@ -89,13 +89,14 @@ def test_state_returns_to_the_pool():
     assert pool.pages_in_use() == idle_pages and pool.slots_in_use() == 0
 
 
-@pytest.mark.parametrize("cfg", [mixed_config(), mixed_config(index_n_heads=1, index_topk=2)],
-                         ids=["tie-free", "indexer-ties"])
-def test_decode_fast_path_equals_the_runner(cfg):
+@pytest.mark.parametrize("cfg,lazy", [(mixed_config(), True), (mixed_config(index_n_heads=1, index_topk=2), True),
+                                      (mixed_config(), False)], ids=["tie-free", "indexer-ties", "branch-free"])
+def test_decode_fast_path_equals_the_runner(cfg, lazy):
     from trillion.engine.decode import Decoder
 
     cfg, model, ids, full, _, pool, run = _setup(cfg)
     dec = Decoder(model, pool, max_model_len=T + 8)
+    dec.lazy = lazy  # False: the branch-free graph that torch.compile gets
     seqs = [pool.allocate() for _ in range(3)]
     starts = [1, 13, 24]
     for b, (s, n) in enumerate(zip(seqs, starts)):

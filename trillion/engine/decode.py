@@ -27,18 +27,21 @@ from .state import MAIN, SeqState, StatePool
 
 def fold_token(
     comp: Compressor, state_kv: torch.Tensor, state_score: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor,
-    kv: torch.Tensor, score: torch.Tensor, dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    kv: torch.Tensor, score: torch.Tensor, dtype: torch.dtype, lazy: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Fold one token per sequence into its partial block (in place).
 
     kv, score [B, c*w] (score without ape); pos [B]. Returns (entry [B, w], complete [B]): the
-    entry pooled from the current block, valid where the token completed it."""
+    entry pooled from the current block, valid where the token completed it. `lazy` (eager
+    mode only: it branches on data) skips the pooling when no sequence completes a block."""
     r = comp.ratio
     off = r if comp.overlap else 0
     phase = pos % r
     state_kv[slots, off + phase] = kv
     state_score[slots, off + phase] = score + comp.ape[phase]
     complete = (pos + 1) % r == 0
+    if lazy and not bool(complete.any()):
+        return None, complete
     skv, ssc = state_kv[slots], state_score[slots]  # [B, c*r, c*w]
     if comp.overlap:
         d = comp.head_dim
@@ -56,8 +59,10 @@ def fold_token(
     return entry, complete
 
 
-def write_entry(pages: torch.Tensor, rows: torch.Tensor, entry: torch.Tensor, complete: torch.Tensor) -> None:
+def write_entry(pages: torch.Tensor, rows: torch.Tensor, entry: torch.Tensor | None, complete: torch.Tensor) -> None:
     """pages [n, P, w]; rows [B] flat row of each sequence's new entry; writes where complete."""
+    if entry is None:
+        return
     flat = pages.view(-1, pages.shape[-1])
     flat[rows] = torch.where(complete[:, None], entry.to(flat.dtype), flat[rows])
 
@@ -65,7 +70,7 @@ def write_entry(pages: torch.Tensor, rows: torch.Tensor, entry: torch.Tensor, co
 def decode_layer(
     blk: Block, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor,
     ring: torch.Tensor, table_rows: torch.Tensor | None, new_rows: torch.Tensor | None,
-    comp_kv, comp_score, entries, idx_kv, idx_score, idx_keys,
+    comp_kv, comp_score, entries, idx_kv, idx_score, idx_keys, lazy: bool = False,
 ):
     """One block for one token per sequence, up to the router. x [B, 1, N, D], pos [B].
 
@@ -90,7 +95,8 @@ def decode_layer(
     picked = picked_visible = None
     if attn.compressor is not None:
         proj_kv, proj_sc = attn.compressor.project(h[:, 0])
-        entry, complete = fold_token(attn.compressor, comp_kv, comp_score, slots, pos, proj_kv, proj_sc, x.dtype)
+        entry, complete = fold_token(attn.compressor, comp_kv, comp_score, slots, pos, proj_kv, proj_sc, x.dtype,
+                                     lazy)
         write_entry(entries, new_rows, entry, complete)
         ready = (torch.arange(table_rows.shape[1], device=x.device) < ((pos + 1) // attn.ratio)[:, None])[:, None]
         flat = entries.view(-1, entries.shape[-1])
@@ -100,7 +106,7 @@ def decode_layer(
         else:
             ix = attn.indexer
             ikv, isc = ix.compressor.project(h[:, 0])
-            ientry, icomplete = fold_token(ix.compressor, idx_kv, idx_score, slots, pos, ikv, isc, x.dtype)
+            ientry, icomplete = fold_token(ix.compressor, idx_kv, idx_score, slots, pos, ikv, isc, x.dtype, lazy)
             write_entry(idx_keys, new_rows, ientry, icomplete)
             keys = idx_keys.view(-1, idx_keys.shape[-1])[table_rows]  # [B, Cm, d]
             scores = ix.scores(h, ix.queries(q_latent, cos, sin), keys, ix.head_weights(h))
@@ -133,6 +139,7 @@ class Decoder:
         p = pool.page_size
         # entries a sequence can reach, per ratio, rounded up to whole pages
         self.max_pages = {g: -(-(max_model_len // g[1]) // p) for g in pool.groups}
+        self.lazy = not compile  # eager mode may branch on data; a compiled graph may not
         self.layer = torch.compile(decode_layer, dynamic=None) if compile else decode_layer
         self.merge = torch.compile(merge, dynamic=None) if compile else merge
         self.logits = torch.compile(model.logits, dynamic=None) if compile else model.logits
@@ -150,7 +157,10 @@ class Decoder:
         for g in pool.groups:
             if g[0] != MAIN:
                 continue
-            width = self.max_pages[g]
+            # Page tables as wide as the longest sequence needs, rounded up to a power of two
+            # (few distinct shapes for torch.compile), never wider than max_model_len allows.
+            need = max(1, max(len(s.pages[g]) for s in seqs))
+            width = min(self.max_pages[g], 1 << (need - 1).bit_length())
             table = torch.full((len(seqs), width), pool.scratch[g], dtype=torch.long)
             for b, s in enumerate(seqs):
                 t = s.pages[g]
@@ -165,7 +175,7 @@ class Decoder:
             tr, nr = rows.get(st.ratio, (None, None))
             x, h, post, comb, weights, indices, shared = self.layer(
                 blk, x, ids, pos, slots, st.ring, tr, nr, st.comp_kv, st.comp_score, st.entries,
-                st.idx_kv, st.idx_score, st.idx_keys,
+                st.idx_kv, st.idx_score, st.idx_keys, self.lazy,
             )
             routed = blk.ffn.routed(h, weights, indices)
             x = self.merge(routed, shared, x, post, comb)
