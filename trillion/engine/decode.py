@@ -139,6 +139,7 @@ class Decoder:
         p = pool.page_size
         # entries a sequence can reach, per ratio, rounded up to whole pages
         self.max_pages = {g: -(-(max_model_len // g[1]) // p) for g in pool.groups}
+        self.compiled = compile
         self.lazy = not compile  # eager mode may branch on data; a compiled graph may not
         self.layer = torch.compile(decode_layer, dynamic=None) if compile else decode_layer
         self.merge = torch.compile(merge, dynamic=None) if compile else merge
@@ -159,7 +160,7 @@ class Decoder:
                 continue
             # Page tables as wide as the longest sequence needs, rounded up to a power of two
             # (few distinct shapes for torch.compile), never wider than max_model_len allows.
-            need = max(1, max(len(s.pages[g]) for s in seqs))
+            need = max(2, max(len(s.pages[g]) for s in seqs))
             width = min(self.max_pages[g], 1 << (need - 1).bit_length())
             table = torch.full((len(seqs), width), pool.scratch[g], dtype=torch.long)
             for b, s in enumerate(seqs):
@@ -168,8 +169,18 @@ class Decoder:
             table_rows = (table[:, :, None] * p + torch.arange(p)).flatten(1)  # [B, Cm]
             e = pos // g[1]
             new_rows = table_rows.gather(1, e.clamp(max=table_rows.shape[1] - 1)[:, None])[:, 0]
-            rows[g[1]] = (table_rows.to(dev), new_rows.to(dev))
+            table_rows = table_rows.to(dev)
+            if self.compiled and table_rows.shape[1] > 1:
+                # one graph for every width (widths of 0 or 1 would be specialised by torch.compile)
+                torch._dynamo.mark_dynamic(table_rows, 1)
+            rows[g[1]] = (table_rows, new_rows.to(dev))
         x = self.model.streams(ids)
+        if self.compiled and len(seqs) > 1:  # one graph for every batch size above 1
+            for t in (x, ids, pos, slots):
+                torch._dynamo.mark_dynamic(t, 0)
+            for tr, nr in rows.values():
+                torch._dynamo.mark_dynamic(tr, 0)
+                torch._dynamo.mark_dynamic(nr, 0)
         for i, blk in enumerate(self.model.layers):
             st = pool.layers[i]
             tr, nr = rows.get(st.ratio, (None, None))

@@ -106,8 +106,8 @@ class Engine:
             spec_slack=num_draft_tokens + 1 if speculative else 0, dtype=model.dtype,
             device=model.embed.weight.device,
         )
-        # compile: torch.compile the runner's stateless stages (first steps pay the compilation)
-        self.runner = ModelRunner(model, self.pool, compile=compile)
+        self.runner = ModelRunner(model, self.pool)
+        # compile: torch.compile the decode fast path (the first decode steps pay the compilation)
         self.decoder = Decoder(model, self.pool, self.max_model_len, compile=compile)
         self.waiting: deque[list[Sequence]] = deque()
         self.running: list[Sequence] = []

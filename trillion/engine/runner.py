@@ -161,21 +161,15 @@ def stage_merge(routed, shared, x, post, comb):
 class ModelRunner:
     """Runs a `Transformer` incrementally against a `StatePool`."""
 
-    def __init__(self, model: Transformer, pool: StatePool, *, compile: bool = False):
+    def __init__(self, model: Transformer, pool: StatePool):
         self.model, self.pool, self.cfg = model, pool, model.cfg
-        self.stage_in, self.stage_out, self.stage_merge = stage_in, stage_out, stage_merge
-        self.attend, self.logits = attend_split, model.logits
-        if compile:
-            # One graph per layer kind and batch shape, reused by every block of that kind
-            # (parameters are graph inputs); the attention core has a growing key axis.
-            self.stage_in = torch.compile(stage_in, dynamic=None)
-            self.stage_out = torch.compile(stage_out, dynamic=None)
-            self.stage_merge = torch.compile(stage_merge, dynamic=None)
-            self.attend = torch.compile(attend_split, dynamic=True)
-            self.logits = torch.compile(model.logits, dynamic=None)
         # When a dict, `compress` records each compressor's projections of the step here, keyed
         # (layer, "comp" | "idx"), so a speculative step can be rolled back without recomputing.
         self.record: dict | None = None
+        # The stateless stages are plain functions; prefill chunks are large enough that their
+        # matmuls dominate, so they run eagerly (decode.py is the compiled hot loop).
+        self.stage_in, self.stage_out, self.stage_merge = stage_in, stage_out, stage_merge
+        self.attend, self.logits = attend_split, model.logits
 
     # ------------------------------------------------------------------ public
 
