@@ -32,6 +32,10 @@ class Gate(nn.Module):
             self.bias = None
         else:
             self.bias = nn.Parameter(torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
+        # Opt-in for training (trillion.train.balance): when `record` is set, forward keeps its
+        # scores [N, E] (still in the autograd graph) and chosen indices [N, k] in `last_routing`.
+        self.record = False
+        self.last_routing: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, D] -> expert affinities [N, E] in float32 (DeepSeek routes in fp32)."""
@@ -53,6 +57,8 @@ class Gate(nn.Module):
         else:
             choice = scores + self.bias.float() if self.bias is not None else scores
             indices = choice.topk(self.cfg.n_activated_experts, dim=-1).indices
+        if self.record:
+            self.last_routing = (scores, indices)
         weights = scores.gather(1, indices)
         if self.cfg.normalize_route_weights:
             weights = weights / weights.sum(dim=-1, keepdim=True)

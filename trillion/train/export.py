@@ -1,0 +1,67 @@
+"""Ship a trained model: every floating tensor in bf16 (half the bytes), tokenizer and training.json
+alongside, and the held-out evaluation redone on the shipped weights so the numbers in
+training.json are the ones `trillion eval` reproduces.
+
+    python -m trillion.train.export RUN/model trillion/assets/demo
+
+The float32 policy of `trillion.model.dtypes` (norms, mHC, router, head computed in float32)
+still applies on load: `load_model` upcasts those tensors, so only the storage is bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_model, save_model
+from .evaluate import evaluate_folder, training_info
+
+TRAINING_JSON = "training.json"
+
+
+def export_model(src: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Write `src` (a trained model folder) to `dest` with every floating tensor in `dtype`.
+
+    Returns the held-out evaluation of the exported weights (also stored in dest/training.json,
+    the float32 run's own under "eval_float32").
+    """
+    src, dest = Path(src), Path(dest)
+    model = load_model(src, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.to(dtype)
+    save_model(model, dest, layout="hf", copy_files_from=src)
+    info = training_info(src)
+    info["eval_float32"] = info.pop("eval", None)
+    info["storage_dtype"] = str(dtype).removeprefix("torch.")
+    (dest / TRAINING_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    result = evaluate_folder(dest)
+    info["eval"] = {k: result[k] for k in ("eval_loss", "eval_ppl", "eval_tokens")}
+    (dest / TRAINING_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    for f in dest.iterdir():
+        f.chmod(0o644)  # package data: readable by everyone (safetensors writes 0600)
+    return info["eval"]
+
+
+def folder_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trillion.train.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("src", help="a trained model folder (RUN/model)")
+    ap.add_argument("dest", help="where to write the shipped copy (replaced)")
+    args = ap.parse_args(argv)
+    result = export_model(args.src, args.dest)
+    print(
+        f"{args.dest}: {folder_bytes(args.dest) / 1e6:.2f} MB; held-out loss {result['eval_loss']:.4f}, "
+        f"perplexity {result['eval_ppl']:.2f} over {result['eval_tokens']} tokens"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
