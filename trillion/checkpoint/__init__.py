@@ -2,6 +2,7 @@
 
   load_model(path_or_flavor, dtype=, device=, seed=, fake_quant=)   folder or flavor -> Transformer
   save_model(model, path, layout=, max_shard_bytes=, dtype=)         Transformer -> folder (atomic)
+  load_model(..., quantize=), save_model(quantised model)            trillion.quant: weights stay quantised
   inspect_checkpoint(path) / format_inspection(info)                 what a folder holds, as a dict / text
   CheckpointError                                                    every failure, naming file and tensor
 

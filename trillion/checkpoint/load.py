@@ -49,6 +49,7 @@ def load_model(
     seed: int = 0,
     fake_quant: bool | None = None,
     progress: bool | None = None,
+    quantize=None,
 ) -> Transformer:
     """A Transformer in eval mode, from a checkpoint folder, a flavor name or a ModelConfig.
 
@@ -57,20 +58,37 @@ def load_model(
     without memory (a folder's names and shapes are still checked). seed: random init of a flavor.
     fake_quant: overrides the config's `fake_quant`. progress: a bar over tensors (None: only on a
     terminal and for large checkpoints). An existing folder wins over a flavor of the same name.
+    quantize: None keeps what the checkpoint's config says (a scheme in its quantization_config
+    loads quantised modules whose weights stay quantised in memory; docs/quantization.md); a scheme
+    name or `trillion.quant.Scheme` gives the model in that scheme (a release checkpoint's FP8 / FP4
+    tensors are read as stored for "v4-release"); False or "none" gives a float model.
     """
     dtype = as_dtype(dtype)
     if isinstance(path_or_flavor, ModelConfig):
-        return _random_model(_with_fake_quant(path_or_flavor, fake_quant), dtype, device, seed)
+        model = _random_model(_with_fake_quant(path_or_flavor, fake_quant), dtype, device, seed)
+        return _finish_quantization(model, quantize)
     path = Path(path_or_flavor)
     if path.is_dir():
-        return load_folder(path, dtype=dtype, device=device, fake_quant=fake_quant, progress=progress)
+        return load_folder(
+            path, dtype=dtype, device=device, fake_quant=fake_quant, progress=progress, quantize=quantize
+        )
     if path.is_file():
         raise CheckpointError(f"{path}: is a file; pass the checkpoint folder (config.json + *.safetensors)")
     if str(path_or_flavor) in FLAVORS:
-        return _random_model(_with_fake_quant(FLAVORS[str(path_or_flavor)], fake_quant), dtype, device, seed)
+        model = _random_model(_with_fake_quant(FLAVORS[str(path_or_flavor)], fake_quant), dtype, device, seed)
+        return _finish_quantization(model, quantize)
     raise CheckpointError(
         f"{path_or_flavor}: neither a checkpoint folder nor a flavor (flavors: {', '.join(FLAVORS)})"
     )
+
+
+def _finish_quantization(model: Transformer, quantize) -> Transformer:
+    """Apply `quantize` (see load_model) to a model as loaded; trillion.quant builds on this package."""
+    if quantize is None:
+        return model
+    from ..quant.checkpoint import finish
+
+    return finish(model, quantize)
 
 
 def _with_fake_quant(cfg: ModelConfig, fake_quant: bool | None) -> ModelConfig:
@@ -128,12 +146,23 @@ def load_folder(
     device=None,
     fake_quant: bool | None = None,
     progress: bool | None = None,
+    quantize=None,
 ) -> Transformer:
-    """The model stored in `folder` (see the module docstring for the steps)."""
+    """The model stored in `folder` (see the module docstring for the steps; `quantize` as in load_model)."""
     folder = Path(folder)
     cfg, raw = read_config(folder)
     tensors = checkpoint_tensors(folder)
     cfg = _with_fake_quant(without_absent_mtp(cfg, list(tensors), folder), fake_quant)
+    if "quantization_config" in raw:
+        # A quantised checkpoint whose config names its scheme loads with its weights kept quantised.
+        from ..quant.checkpoint import load_quantized, stored_scheme
+
+        scheme = stored_scheme(raw, quantize)
+        if scheme is not None:
+            model = load_quantized(
+                folder, cfg, scheme, dtype=dtype, device=device, progress=progress, tensors=tensors
+            )
+            return _finish_quantization(model, quantize)
     with torch.device("meta"):
         model = Transformer(cfg)
     block = fp8_block(raw)
@@ -142,12 +171,12 @@ def load_folder(
         raise plan.error(folder, shard_files(folder))
     device = torch.device(device or "cpu")
     if device.type == "meta":
-        return cast_model(model, dtype).eval()
+        return _finish_quantization(cast_model(model, dtype).eval(), quantize)
     _fill(model, plan, dtype, device, block, progress, folder)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # the plan covers every state_dict entry, so this is a bug, not a bad checkpoint
         raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
-    return model.eval()
+    return _finish_quantization(model.eval(), quantize)
 
 
 def _fill(model: nn.Module, plan: Plan, dtype, device, block, progress, folder: Path) -> None:

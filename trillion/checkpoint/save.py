@@ -39,18 +39,35 @@ def save_model(
     model: nn.Module,
     path: str | Path,
     *,
-    layout: str = HF,
+    layout: str | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | str | None = None,
     copy_files_from: str | Path | None = None,
 ) -> Path:
     """Write `model` (a Transformer) to the folder `path`, replacing it atomically if it exists.
 
-    layout: "hf" or "deepseek". dtype (hf only): store floating tensors in this compute dtype
-    (the float32 ones stay float32); None keeps each tensor's own dtype. The deepseek layout fixes
-    every tensor's storage, so it takes no dtype. copy_files_from: a folder whose tokenizer files
-    (and `encoding/`) are copied alongside. Returns the folder.
+    layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf only): store
+    floating tensors in this compute dtype (the float32 ones stay float32); None keeps each tensor's
+    own dtype. The deepseek layout fixes every tensor's storage, so it takes no dtype.
+    copy_files_from: a folder whose tokenizer files (and `encoding/`) are copied alongside.
+    A model quantised by `trillion.quant.quantize_model` is written as it is in memory (codes and
+    scales under the release's names, its scheme in config.json; see docs/quantization.md).
+    Returns the folder.
     """
+    from ..quant.swap import is_quantized  # trillion.quant builds on this package: import late
+
+    if is_quantized(model):
+        if layout not in (None, DEEPSEEK) or dtype is not None:
+            raise ValueError(
+                "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
+                f"under the release's names); got layout={layout!r}, dtype={dtype!r}: pass neither"
+            )
+        if max_shard_bytes <= 0:
+            raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        from ..quant.checkpoint import save_quantized
+
+        return save_quantized(model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from)
+    layout = layout or HF
     if layout not in LAYOUTS:
         raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
     if layout == DEEPSEEK and dtype is not None:

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         dtype = as_dtype(args.dtype) if args.dtype else _source_dtype(src)
     else:
         dtype = torch.float32
-    model = load_model(args.src, dtype=dtype, seed=args.seed)
+    model = load_model(args.src, dtype=dtype, seed=args.seed, quantize=False)
     save_model(
         model,
         args.dst,

@@ -38,7 +38,7 @@ class Transformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.layers[0].attn.wq_a.weight.dtype if len(self.layers) else self.embed.weight.dtype
+        return self.embed.weight.dtype
 
     def streams(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids [B, T] -> the initial residual streams [B, T, N, D] (the embedding repeated)."""
@@ -57,7 +57,7 @@ class Transformer(nn.Module):
             hc_eps=c.hc_eps,
         )
         x = (self.norm if norm is None else norm)(x)
-        return F.linear(x.float(), self.head.weight.float())
+        return self.head(x.float()).float()  # a float32 head: exactly F.linear in float32
 
     def forward(self, input_ids: torch.Tensor, *, return_hidden: bool = False):
         if input_ids.dim() != 2:

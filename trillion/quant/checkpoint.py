@@ -1,0 +1,309 @@
+"""Quantised checkpoints: save a quantised model as it is in memory, load one so that it stays quantised.
+
+Files. The release's names (the "deepseek" layout: our names), one safetensors file or shards with an
+index, and config.json = the model config + `"quantization_config": scheme.to_config()` (+
+`"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release). A quantised Linear stores
+`NAME.weight` (codes) and `NAME.scale` in its format's dtypes (linear.py); every other tensor is
+stored exactly as the model holds it, so save -> load gives the same logits. For `v4-release` this is
+the official layout: FP8 E4M3 + UE8M0 [ceil(N/128), ceil(K/128)] and packed E2M1 int8 + UE8M0
+[N, K/32], with the release's quantization_config keys.
+
+Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
+  1. config.json names the scheme (`quantization_config.scheme`), or the caller asks for v4-release
+     on a release checkpoint (DeepSeek's own config has no scheme key);
+  2. build the model on meta, cast it, swap in empty quantised modules (quantize_model on meta);
+  3. match every stored tensor to the meta model's state_dict by name: quantised codes and scales
+     must have exactly their format's dtype and shape, float tensors the right shape; every mismatch
+     (naming the file, the tensor and what was expected) is raised at once, before data is read;
+  4. read shard by shard; a quantised module is filled once all its tensors are read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint.atomic import atomic_folder
+from ..checkpoint.dtype import dtype_name
+from ..checkpoint.errors import CheckpointError, listing
+from ..checkpoint.header import TensorInfo
+from ..checkpoint.index import INDEX, SINGLE, checkpoint_tensors, index_dict, shard_files, shard_name
+from ..checkpoint.layouts import DEEPSEEK, detect_layout
+from ..checkpoint.plan import PLAIN_FLOATS, Plan
+from ..config import ModelConfig
+from ..model import Transformer
+from ..model.dtypes import cast_model, param_dtype
+from .linear import QuantLinear
+from .schemes import Scheme, get_scheme
+from .swap import dequantize_model, quantize_model, quantized_modules
+
+NO_QUANT = (False, "none")
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
+def quantization_entries(scheme: Scheme) -> dict:
+    """The keys a quantised checkpoint's config.json adds."""
+    out = {"quantization_config": scheme.to_config()}
+    if scheme.experts == "mxfp4":
+        out["expert_dtype"] = "fp4"
+    return out
+
+
+def save_quantized(
+    model: nn.Module, path: str | Path, *, max_shard_bytes: int, copy_files_from: str | Path | None = None
+) -> Path:
+    """Write a quantised Transformer to the folder `path` (atomically; see the module docstring)."""
+    from ..checkpoint.save import _copy_side_files, _split, _write_shard
+
+    scheme = getattr(model, "quant_scheme", None)
+    if not isinstance(scheme, Scheme):
+        raise CheckpointError(
+            "the model holds quantised modules but no `quant_scheme`; quantise it with quantize_model"
+        )
+    state = model.state_dict()
+    on_meta = [n for n, t in state.items() if t.is_meta]
+    if on_meta:
+        raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
+    compute = dtype_name(model.embed.weight.dtype)
+    config = {
+        **model.cfg.to_hf_dict(),
+        "dtype": compute,
+        "torch_dtype": compute,
+        **quantization_entries(scheme),
+    }
+    shards = _split([(n, t.numel() * t.element_size()) for n, t in state.items()], max_shard_bytes)
+    with atomic_folder(Path(path)) as tmp:
+        weight_map, total = {}, 0
+        for i, names in enumerate(shards):
+            file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
+            tensors = {n: state[n].detach().cpu().contiguous() for n in names}
+            _write_shard(tmp / file, tensors)
+            weight_map.update(dict.fromkeys(tensors, file))
+            total += sum(t.numel() * t.element_size() for t in tensors.values())
+        if len(shards) > 1:
+            (tmp / INDEX).write_text(json.dumps(index_dict(weight_map, total), indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if copy_files_from is not None:
+            _copy_side_files(Path(copy_files_from), tmp)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def is_release_config(raw: dict) -> bool:
+    """DeepSeek's own config.json: FP8 quantization_config and FP4 experts, no scheme recorded."""
+    qc = raw.get("quantization_config") or {}
+    return qc.get("quant_method") == "fp8" and raw.get("expert_dtype") == "fp4" and "scheme" not in qc
+
+
+def requested_scheme(quantize) -> Scheme | None:
+    """load_model's `quantize` -> a Scheme, or None for 'as the checkpoint says' / 'float'."""
+    if quantize is None or quantize in NO_QUANT:
+        return None
+    return get_scheme(quantize)
+
+
+def stored_scheme(raw: dict, quantize=None) -> Scheme | None:
+    """The scheme whose quantised modules take the checkpoint's tensors as they are stored, or None.
+
+    A config that records a scheme gives it. DeepSeek's release records none: its FP8 / FP4 tensors are
+    read as they are stored when the caller asks for a scheme of that storage (v4-release), and
+    dequantised otherwise (load_model's float path).
+    """
+    qc = raw.get("quantization_config") or {}
+    if "scheme" in qc:
+        try:
+            return Scheme.from_config(qc)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"config.json: quantization_config {qc} cannot be read ({e})") from None
+    want = requested_scheme(quantize)
+    if (
+        want is not None
+        and is_release_config(raw)
+        and (want.dense, want.experts, want.head) == ("fp8", "mxfp4", None)
+    ):
+        return want
+    return None
+
+
+def finish(model: Transformer, quantize) -> Transformer:
+    """Apply load_model's `quantize` to a model loaded as stored (float or quantised)."""
+    if quantize is None:
+        return model
+    if quantize in NO_QUANT:
+        return dequantize_model(model) if quantized_modules(model) else model
+    want = get_scheme(quantize)
+    have = getattr(model, "quant_scheme", None)
+    if have is not None and _same_storage(have, want) and have.act_quant == want.act_quant:
+        model.quant_scheme = want
+        return model
+    if have is not None:
+        dequantize_model(model)
+    return quantize_model(model, want)
+
+
+def _same_storage(a: Scheme, b: Scheme) -> bool:
+    return (a.dense, a.experts, a.head) == (b.dense, b.experts, b.head) and (
+        a.group_size == b.group_size or "int4" not in (a.dense, a.experts, a.head)
+    )
+
+
+def quantized_meta_model(cfg: ModelConfig, scheme: Scheme, dtype: torch.dtype) -> Transformer:
+    """The model `cfg` describes, on meta, cast to `dtype`, with empty quantised modules."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    cast_model(model, dtype)
+    return quantize_model(model, scheme)
+
+
+def match_tensors(tensors: dict[str, TensorInfo], model: Transformer) -> Plan:
+    """Pair stored tensors with a (meta) quantised model's state_dict; collect every mismatch.
+
+    Plan.entries name our tensor and the stored one (scale unused: quantised tensors fill their module).
+    """
+    from ..checkpoint.plan import Entry
+
+    plan = Plan(layout=detect_layout(set(tensors)))
+    if plan.layout != DEEPSEEK:
+        plan.problems.append(
+            "a quantised checkpoint uses the release's tensor names (layout 'deepseek'), but these have "
+            "transformers' `model.` prefixes"
+        )
+        return plan
+    expected = model.state_dict()
+    owners = {}
+    for mname, m in quantized_modules(model).items():
+        for leaf, spec in m.stored_spec().items():
+            owners[f"{mname}.{leaf}"] = (mname, m, leaf, spec)
+    for name, want in expected.items():
+        info = tensors.get(name)
+        if info is None:
+            plan.missing.append(name)
+            continue
+        problem = _problem(info, want, owners.get(name), model)
+        if problem:
+            plan.problems.append(problem)
+        else:
+            plan.entries.append(Entry(name, info))
+    plan.unexpected = [info for name, info in tensors.items() if name not in expected]
+    return plan
+
+
+def _problem(info: TensorInfo, want: torch.Tensor, owner, model) -> str | None:
+    where = info.where()
+    if owner is not None:
+        mname, m, leaf, (shape, dtypes) = owner
+        scheme = getattr(model, "quant_scheme", None)
+        what = (
+            f"the {m.fmt} {'codes' if leaf == 'weight' else 'scales'} of {mname}.weight "
+            f"[{m.out_features}, {m.in_features}] (scheme {scheme.name!r})"
+        )
+        if info.dtype not in dtypes:
+            names = " or ".join(dtype_name(d) for d in dtypes)
+            return f"{where}: dtype {info.dtype_name}, expected {names} for {what}"
+        if tuple(info.shape) != tuple(shape):
+            return f"{where}: shape {list(info.shape)}, expected {list(shape)} for {what}"
+        return None
+    target = f"the model's {info.name!r} ({dtype_name(want.dtype)} {list(want.shape)})"
+    if want.is_floating_point():
+        if info.dtype not in PLAIN_FLOATS:
+            return f"{where}: dtype {info.dtype_name} cannot fill {target}; expected a floating tensor"
+    elif info.dtype is None or info.dtype.is_floating_point or info.dtype == torch.bool:
+        return f"{where}: dtype {info.dtype_name} cannot fill {target}; expected an integer tensor"
+    if tuple(info.shape) != tuple(want.shape):
+        return f"{where}: shape {list(info.shape)}, expected {list(want.shape)} for {target}"
+    return None
+
+
+def quantized_plan(tensors: dict[str, TensorInfo], cfg: ModelConfig, raw: dict) -> Plan | None:
+    """For a checkpoint whose config records a scheme: its tensors matched against the quantised
+    model (what `inspect_checkpoint` should report); None for any other checkpoint."""
+    scheme = stored_scheme(raw)
+    if scheme is None:
+        return None
+    return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32))
+
+
+def load_quantized(
+    folder: Path,
+    cfg: ModelConfig,
+    scheme: Scheme,
+    *,
+    dtype: torch.dtype,
+    device=None,
+    progress=None,
+    tensors: dict[str, TensorInfo] | None = None,
+) -> Transformer:
+    """The quantised model stored in `folder` (steps 2-4 of the module docstring).
+
+    cfg: the config to build (load_model has applied its MTP and fake_quant adjustments); tensors:
+    the folder's headers when the caller has read them already.
+    """
+    from tqdm.auto import tqdm
+
+    from ..checkpoint.load import PROGRESS_MIN_TENSORS, _assign, _check_table, open_safetensors, read_tensor
+
+    folder = Path(folder)
+    tensors = checkpoint_tensors(folder) if tensors is None else tensors
+    try:
+        model = quantized_meta_model(cfg, scheme, dtype)
+    except ValueError as e:  # the scheme does not fit the config's shapes
+        raise CheckpointError(f"{folder}: {e}") from None
+    plan = match_tensors(tensors, model)
+    if not plan.ok:
+        raise plan.error(folder, shard_files(folder))
+    device = torch.device(device or "cpu")
+    if device.type == "meta":
+        return model.eval()
+
+    owners = {f"{n}.{leaf}": (n, m) for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
+    pending: dict[str, dict[str, torch.Tensor]] = {}
+    by_file: dict[Path, list] = {}
+    for e in plan.entries:
+        by_file.setdefault(e.stored.file, []).append(e)
+    show = sys.stderr.isatty() and len(plan.entries) >= PROGRESS_MIN_TENSORS if progress is None else progress
+    with tqdm(total=len(plan.entries), desc=f"loading {folder.name}", unit="tensor", disable=not show) as bar:
+        for file, entries in by_file.items():
+            with open_safetensors(file, backend="pread") as f:
+                for e in entries:
+                    t = read_tensor(f, e.stored)
+                    owner = owners.get(e.ours)
+                    if owner is not None:
+                        mname, m = owner
+                        got = pending.setdefault(mname, {})
+                        got[e.ours.rsplit(".", 1)[1]] = t.to(device)
+                        if len(got) == len(m.stored_spec()):
+                            _materialize(m, device)
+                            m.load_stored(pending.pop(mname))
+                    else:
+                        target = _target(model, e.ours)
+                        want = param_dtype(e.ours, dtype) if target.is_floating_point() else target.dtype
+                        t = t.to(device=device, dtype=want)
+                        if e.ours.endswith("tid2eid"):
+                            _check_table(t, e.stored, cfg.n_routed_experts)
+                        _assign(model, e.ours, t)
+                    bar.update()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # every state_dict entry was matched, so this is a bug, not a bad checkpoint
+        raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
+    return model.eval()
+
+
+def _target(model: nn.Module, name: str) -> torch.Tensor:
+    module, _, leaf = name.rpartition(".")
+    m = model.get_submodule(module)
+    return m._parameters[leaf] if leaf in m._parameters else m._buffers[leaf]
+
+
+def _materialize(m: QuantLinear, device: torch.device) -> None:
+    """Give a meta QuantLinear real (empty) buffers on `device` before load_stored fills them."""
+    for name, b in list(m.named_buffers(recurse=False)):
+        if b.is_meta:
+            setattr(m, name, torch.empty(b.shape, dtype=b.dtype, device=device))

@@ -1,0 +1,176 @@
+"""The one place that knows about kernels: fast paths for quantised matmuls, each beside a plain one.
+
+  int8_linear(x, q, scale, kernel_dtype)   CPU: aten._weight_int8pack_mm (int8 weight, one scale per
+                                           output channel); elsewhere dequantise + F.linear
+  int4_linear(x, packed, g, sz, block_n)   CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
+                                           kernel's own layout (pack_tinygemm); elsewhere dequantise
+  decode8(codes, fmt, dtype)               8-bit codes (e4m3, hif8) -> values by one gather in a table
+  decode_fp4(packed, dtype)                packed e2m1 bytes -> values, one gather per byte (two values)
+  scale_blocks / scale_groups              multiply values by their block or group scales
+
+PyTorch's CPU int8 and int4 kernels are vectorised for bfloat16 (and float16) activations; their
+float32 variants are several times slower than a float32 matmul. So the fast paths run them in
+`kernel_dtype` (bfloat16 by default: activations rounded to bf16, fp32 accumulation, output cast
+back); `kernel_dtype=torch.float32` gives the exact-but-slow variant.
+
+PyTorch's CPU int4 kernel wants its weight in a layout of its own (aten._convert_weight_to_int4pack_
+for_cpu): rows in blocks of `block_n` (64 with AVX512, 32 otherwise), the bytes of a block contiguous,
+two rows per byte. `tinygemm_block_n()` finds block_n on this machine by packing a probe with aten and
+reading it back with `unpack_tinygemm`; checkpoints never hold this layout.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from ..formats import all_codes, decode, e8m0
+from .integer import INT4_OFFSET
+
+_aten = torch.ops.aten
+HAS_INT8_MM = hasattr(_aten, "_weight_int8pack_mm")
+HAS_INT4_MM = hasattr(_aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+    _aten, "_convert_weight_to_int4pack_for_cpu"
+)
+_INT8_MM = _aten._weight_int8pack_mm.default if HAS_INT8_MM else None
+_INT4_MM = _aten._weight_int4pack_mm_for_cpu.default if HAS_INT4_MM else None
+
+
+# ---------------------------------------------------------------------------------------------- INT8
+
+
+def int8_linear(
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, kernel_dtype: torch.dtype
+) -> torch.Tensor:
+    """x [..., K] @ (q int8 [N, K] * scale [N])^T -> [..., N] in x.dtype."""
+    if x.device.type != "cpu" or not HAS_INT8_MM:
+        return F.linear(x, (q.to(x.dtype) * scale.to(x.dtype)[:, None]))
+    # decode calls this with one token: every op saved here is a few microseconds per matmul
+    x2 = x.reshape(-1, x.shape[-1]).to(kernel_dtype).contiguous()
+    if scale.dtype != kernel_dtype:
+        scale = scale.to(kernel_dtype)
+    y = _INT8_MM(x2, q, scale)  # [M, N]
+    return y.to(x.dtype).view(*x.shape[:-1], q.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------- INT4
+
+
+def pack_tinygemm(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..15 [N, K] -> the CPU int4 kernel's packed uint8 [N, K // 2] (aten packs it)."""
+    return _aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 2)
+
+
+def unpack_tinygemm(packed: torch.Tensor, block_n: int, halves: bool = True) -> torch.Tensor:
+    """The CPU int4 kernel's layout [N, K // 2] -> uint8 codes [N, K]. Pure PyTorch, any device.
+
+    Each full block of `block_n` rows is stored k-major: byte (k, j) holds row j (low nibble) and row
+    j + block_n / 2 (high nibble) with `halves`, rows 2j and 2j + 1 without. A last partial block
+    always pairs rows 2j and 2j + 1.
+    """
+    n, k = packed.shape[0], packed.shape[1] * 2
+    flat = packed.reshape(-1)
+    nb, half = n // block_n, block_n // 2
+    full = flat[: nb * half * k].view(nb, k, half)  # [NB, K, bn/2]
+    lo, hi = full & 0x0F, full >> 4
+    if halves:
+        rows = torch.cat((lo, hi), dim=2)  # [NB, K, bn]: rows j, then rows j + bn/2
+    else:
+        rows = torch.stack((lo, hi), dim=3).flatten(2)  # rows 2j, 2j + 1
+    parts = [rows.transpose(1, 2).reshape(nb * block_n, k)]
+    tail = n - nb * block_n
+    if tail:
+        t = flat[nb * half * k :].view(k, tail // 2)  # [K, tail/2]
+        parts.append(torch.stack((t & 0x0F, t >> 4), dim=2).reshape(k, tail).T)
+    return torch.cat(parts).contiguous()
+
+
+@functools.lru_cache(maxsize=1)
+def tinygemm_layout() -> tuple[int, bool] | None:
+    """(block_n, halves) of this machine's CPU int4 layout, or None when we cannot read it back."""
+    if not HAS_INT4_MM:
+        return None
+    g = torch.Generator().manual_seed(0)
+    probes = [torch.randint(0, 16, (n, 64), generator=g, dtype=torch.uint8) for n in (176, 160, 112)]
+    try:
+        packed = [pack_tinygemm(p) for p in probes]
+    except RuntimeError:
+        return None
+    for block_n in (64, 32, 16):
+        for halves in (True, False):
+            if all(torch.equal(unpack_tinygemm(pk, block_n, halves), p) for pk, p in zip(packed, probes)):
+                return block_n, halves
+    return None
+
+
+def int4_scales_and_zeros(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """scale [N, K // g] -> the kernel's [K // g, N, 2] (scale, zero); zero = 0: w = (code - 8) * scale."""
+    s = scale.to(dtype).T
+    return torch.stack((s, torch.zeros_like(s)), dim=-1).contiguous()
+
+
+def int4_linear(x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
+    """x [..., K] @ W^T with W in the CPU kernel's layout (`packed`, `sz` from int4_scales_and_zeros)."""
+    x2 = x.reshape(-1, x.shape[-1]).to(sz.dtype).contiguous()
+    y = _INT4_MM(x2, packed, group, sz)  # [M, N]
+    return y.to(x.dtype).view(*x.shape[:-1], packed.shape[0])
+
+
+def dequantize_int4_codes(codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """codes 0..15 [N, K], scale [N, K // g] -> w [N, K]."""
+    n, k = codes.shape
+    q = codes.to(dtype).view(n, scale.shape[-1], -1) - INT4_OFFSET
+    return (q * scale.to(dtype)[..., None]).view(n, k)
+
+
+# ------------------------------------------------------------------------------- FP8 / FP4 / HiF8
+
+
+@functools.lru_cache(maxsize=32)
+def _table8(fmt: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return decode(all_codes(fmt), fmt).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _table_fp4_pairs(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    v = decode(all_codes("e2m1"), "e2m1")  # [16]
+    pairs = torch.stack((v.repeat(16), v.repeat_interleave(16)), dim=-1)  # byte b -> (low nibble, high)
+    return pairs.to(device=device, dtype=dtype)  # [256, 2]
+
+
+def decode8(codes: torch.Tensor, fmt: str, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 codes of an 8-bit format [...] -> values [...] as dtype (a gather: faster than torch's
+    own float8 cast on CPU, and the same code serves HiF8, which torch has no dtype for)."""
+    table = _table8(fmt, dtype, codes.device)
+    return table.index_select(0, codes.reshape(-1).to(torch.int32)).view(codes.shape)
+
+
+def decode_fp4(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """packed e2m1 int8 / uint8 [..., K // 2] -> values [..., K] (element 2j from the low nibble)."""
+    table = _table_fp4_pairs(dtype, packed.device)
+    flat = packed.view(torch.uint8).reshape(-1).to(torch.int32)
+    return table.index_select(0, flat).view(*packed.shape[:-1], packed.shape[-1] * 2)
+
+
+def scale_values(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """UE8M0 codes (uint8) or float32 scales -> values as dtype (UE8M0 values are exact in bf16)."""
+    s = e8m0.decode(scale) if scale.dtype == torch.uint8 else scale.float()
+    return s.to(dtype)
+
+
+def scale_blocks(v: torch.Tensor, s: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """v [N, K] times one scale per bn x bk block, s [SN, SK] (edge blocks may be partial); in place."""
+    (n, k), (bn, bk) = v.shape, block
+    if n % bn == 0 and k % bk == 0:
+        v.view(n // bn, bn, k // bk, bk).mul_(s[:, None, :, None])
+        return v
+    return v.mul_(s.repeat_interleave(bn, dim=0).repeat_interleave(bk, dim=1)[:n, :k])
+
+
+def scale_groups(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """v [N, K] times one scale per group of K // SK along K, s [N, SK]; in place."""
+    n, _k = v.shape
+    v.view(n, s.shape[1], -1).mul_(s[..., None])
+    return v
