@@ -51,9 +51,7 @@ def test_docs_report_the_shipped_perplexity(demo):
     assert f"{info['eval']['eval_ppl']:.2f}" in DOCS.read_text()
 
 
-@pytest.mark.slow
-def test_eval_reproduces_the_documented_perplexity(demo, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a full held-out evaluation (minutes on a CPU): run with -m slow")
+@pytest.mark.slow  # a full held-out evaluation (minutes on a CPU): `pytest -m slow`
+def test_eval_reproduces_the_documented_perplexity(demo):
     folder, info = demo
     assert evaluate_folder(folder)["eval_ppl"] == info["eval"]["eval_ppl"]
