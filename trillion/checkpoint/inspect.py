@@ -72,7 +72,9 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         out["notes"] = [str(w.message) for w in caught]
         with torch.device("meta"):
             model = Transformer(cfg)
-        plan = make_plan(tensors, model.state_dict(), fp8_block(raw))
+        from ..quant.checkpoint import quantized_plan  # a checkpoint of ours that records a scheme
+
+        plan = quantized_plan(tensors, cfg, raw or {}) or make_plan(tensors, model.state_dict(), fp8_block(raw))
         out["missing"] = plan.missing
         out["unexpected"] = [t.name for t in plan.unexpected]
         out["problems"] = plan.problems
