@@ -20,8 +20,7 @@ import torch
 from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.indexer import select_topk
-from ..model.mhc import hc_post
-from .runner import attend_split
+from .runner import attend_split, stage_merge, stage_out
 from .state import MAIN, SeqState, StatePool
 
 
@@ -77,7 +76,6 @@ def decode_layer(
     table_rows [B, Cm]: flat page rows of entries 0..Cm-1 of each sequence; new_rows [B]: the row
     of the entry this token completes (if it does). -> (x, h, post, comb, weights, indices, shared)."""
     attn = blk.attn
-    b = x.shape[0]
     cos, sin = attn.rope(pos[:, None])  # [B, 1, R/2]
     h, post, comb = blk.hc_pre(x, "attn")
     h = blk.attn_norm(h)
@@ -117,18 +115,8 @@ def decode_layer(
     out = attend_split(q, shared, visible, picked, picked_visible, attn.attn_sink, attn.scale)
     ring[slots, torch.remainder(pos, wr)] = kv[:, 0].to(ring.dtype)
 
-    x = hc_post(attn.output(out, cos, sin), x, post, comb)
-    h, post, comb = blk.hc_pre(x, "ffn")
-    h = blk.ffn_norm(h)
-    flat_h = h.reshape(b, -1)
-    weights, indices = blk.ffn.gate(flat_h, ids.reshape(-1))
-    shared_out = blk.ffn.shared_experts(flat_h).float() if blk.ffn.shared_experts is not None else None
-    return x, flat_h, post, comb, weights, indices, shared_out
-
-
-def merge(routed, shared, x, post, comb):
-    y = routed if shared is None else routed + shared
-    return hc_post(y.to(x.dtype).view(*x.shape[:2], -1), x, post, comb)
+    x, h, post, comb, weights, indices, shared_out = stage_out(blk, out, x, post, comb, cos, sin, ids)
+    return x, h.flatten(0, 1), post, comb, weights, indices, shared_out
 
 
 class Decoder:
@@ -142,7 +130,7 @@ class Decoder:
         self.compiled = compile
         self.lazy = not compile  # eager mode may branch on data; a compiled graph may not
         self.layer = torch.compile(decode_layer, dynamic=None) if compile else decode_layer
-        self.merge = torch.compile(merge, dynamic=None) if compile else merge
+        self.merge = torch.compile(stage_merge, dynamic=None) if compile else stage_merge
         self.logits = torch.compile(model.logits, dynamic=None) if compile else model.logits
 
     @torch.no_grad()
