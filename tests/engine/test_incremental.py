@@ -106,3 +106,57 @@ def test_decode_fast_path_equals_the_runner(cfg, lazy):
         logits, _ = dec.step(tok, seqs)
         for b, n in enumerate(starts):
             assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)
+
+
+def _decode_against_full(dec, cfg, model, ids, full, pool, run, starts):
+    seqs = [pool.allocate() for _ in starts]
+    for b, (s, n) in enumerate(zip(seqs, starts)):
+        run.forward(ids[b : b + 1, :n], [s])
+    for step in range(T - max(starts)):
+        tok = torch.stack([ids[b, n + step : n + step + 1] for b, n in enumerate(starts)])
+        logits, _ = dec.step(tok, seqs)
+        for b, n in enumerate(starts):
+            assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)
+
+
+@pytest.mark.parametrize("starts", [[5], [1, 13, 24]], ids=["one-sequence", "batch"])
+def test_decode_paths_of_the_compiled_graph_run_eagerly(starts):
+    """The graph's routed-expert paths (stacked weights indexed in the graph for one sequence, the
+    opaque op for a batch) and its branch-free state updates, run without compiling."""
+    from trillion.engine import ops
+    from trillion.engine.decode import Decoder, stack_experts
+
+    cfg, model, ids, full, _, pool, run = _setup()
+    before = [[e.w1.weight.clone() for e in blk.ffn.experts] for blk in model.layers]
+    dec = Decoder(model, pool, max_model_len=T + 8)
+    dec.lazy = False
+    dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
+    dec.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
+    for blk, ws in zip(model.layers, before):  # the experts' weights are now views of the stacks
+        for e, (expert, w) in enumerate(zip(blk.ffn.experts, ws)):
+            assert torch.equal(expert.w1.weight, w)
+            assert expert.w1.weight.data_ptr() == dec.stacks[blk.layer][0][e].data_ptr()
+    assert [stack_experts(blk.ffn)[1].data_ptr() for blk in model.layers] == [s[1].data_ptr() for s in dec.stacks]
+    _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("starts", [[5], [1, 13, 24]], ids=["one-sequence", "batch"])
+def test_compiled_decode_equals_the_full_forward(starts):
+    from trillion.engine.decode import Decoder
+
+    cfg, model, ids, full, _, pool, run = _setup()
+    dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
+    _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
+
+
+def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
+    from trillion.checkpoint import load_model, save_model
+    from trillion.engine.decode import stack_experts
+
+    cfg, model, ids, full, _, _, _ = _setup()
+    for blk in model.layers:
+        stack_experts(blk.ffn)
+    save_model(model, tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "m")(ids), full)

@@ -15,11 +15,17 @@ Shapes: B sequences, Wr ring size, Cm entries a page table can address, P page s
 
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.indexer import select_topk
+from ..model.moe import MoE, swiglu
+from . import ops
 from .runner import attend_split, stage_merge, stage_out
 from .state import MAIN, SeqState, StatePool
 
@@ -119,8 +125,75 @@ def decode_layer(
     return x, h.flatten(0, 1), post, comb, weights, indices, shared_out
 
 
+def stack_experts(moe: MoE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The routed experts' w1, w2, w3 as [E, out, in] tensors whose slices are the experts' weights.
+
+    The weights are moved into one tensor per projection (each expert's parameter becomes a view of
+    it: no memory is added), so a compiled graph can take an expert's weight by an index it computes,
+    without a copy. A second call finds them already stacked. None for experts that are not plain
+    Linear layers (quantised ones run through the opaque `ops.routed_experts` instead)."""
+    experts = list(moe.experts)
+    if not all(type(getattr(e, n)) is nn.Linear for e in experts for n in ("w1", "w2", "w3")):
+        return None
+    stacks = []
+    for name in ("w1", "w2", "w3"):
+        ws = [getattr(e, name).weight for e in experts]
+        step = ws[0].numel()
+        if all(w.is_contiguous() and w.untyped_storage().data_ptr() == ws[0].untyped_storage().data_ptr()
+               and w.storage_offset() == ws[0].storage_offset() + i * step for i, w in enumerate(ws)):
+            stacks.append(ws[0].detach().as_strided((len(ws), *ws[0].shape), (step, *ws[0].stride())))
+            continue
+        stack = torch.stack([w.detach() for w in ws])
+        for i, w in enumerate(ws):
+            w.data = stack[i]
+        stacks.append(stack)
+    return tuple(stacks)
+
+
+def routed_one(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, stacks, limit: float) -> torch.Tensor:
+    """`MoE.routed` for a single token inside a graph: each chosen expert's weights are views of
+    the stacks at an index read from `indices` (no copy). x [1, D] -> float32 [1, D]."""
+    w1, w2, w3 = stacks
+    out = None
+    for j in range(indices.shape[1]):
+        e = indices[0, j].item()
+        torch._check(e >= 0)
+        torch._check(e < w1.shape[0])
+        h = swiglu(F.linear(x, w1[e]), F.linear(x, w3[e]), limit, weights[:, j : j + 1])
+        y = F.linear(h.to(x.dtype), w2[e]).float()
+        out = y if out is None else out + y
+    return out
+
+
+def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bool = False):
+    """The whole main stack for one token per sequence: ids [B, 1] -> (float32 logits [B, 1, V],
+    final streams [B, 1, N, D]). `layers`: each block's LayerState; `rows`: {ratio: (table_rows,
+    new_rows)}. The routed experts of block i: for a single sequence with `stacks[i]`, in the graph
+    (`routed_one`); else through `ops.routed_experts` with key `moe_keys[i]`, or eagerly when
+    `moe_keys` is None."""
+    x = model.streams(ids)
+    for i, blk in enumerate(model.layers):
+        st = layers[i]
+        tr, nr = rows.get(st.ratio, (None, None))
+        x, h, post, comb, weights, indices, shared = decode_layer(
+            blk, x, ids, pos, slots, st.ring, tr, nr, st.comp_kv, st.comp_score, st.entries,
+            st.idx_kv, st.idx_score, st.idx_keys, lazy,
+        )
+        if stacks is not None and stacks[i] is not None and h.shape[0] == 1:
+            routed = routed_one(h, weights, indices, stacks[i], blk.cfg.swiglu_limit)
+        elif moe_keys is not None:
+            routed = ops.routed_experts(h, weights, indices, moe_keys[i])
+        else:
+            routed = blk.ffn.routed(h, weights, indices)
+        x = stage_merge(routed, shared, x, post, comb)
+    return model.logits(x), x
+
+
 class Decoder:
-    """Decode steps of the main stack through `decode_layer` (compiled with compile=True)."""
+    """Decode steps of the main stack through `decode_step`.
+
+    With compile=True the whole step (every layer, the routed experts as one opaque call each, the
+    head) is one `torch.compile` graph, so a step enters compiled code once."""
 
     def __init__(self, model, pool: StatePool, max_model_len: int, *, compile: bool = False):
         self.model, self.pool, self.cfg = model, pool, model.cfg
@@ -129,9 +202,21 @@ class Decoder:
         self.max_pages = {g: -(-(max_model_len // g[1]) // p) for g in pool.groups}
         self.compiled = compile
         self.lazy = not compile  # eager mode may branch on data; a compiled graph may not
-        self.layer = torch.compile(decode_layer, dynamic=None) if compile else decode_layer
-        self.merge = torch.compile(stage_merge, dynamic=None) if compile else stage_merge
-        self.logits = torch.compile(model.logits, dynamic=None) if compile else model.logits
+        self.moe_keys = self.stacks = None
+        self.run = decode_step
+        if compile:
+            self.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
+            self.stacks = [stack_experts(blk.ffn) for blk in model.layers]
+            # torch.compile keeps its graphs (and its recompile budget) per code object; a fresh
+            # copy of decode_step's code gives this decoder its own, so that guards on the model's
+            # modules can be dropped (each decoder only ever sees its own model: the guards would
+            # check hundreds of parameters on every step for nothing).
+            fn = types.FunctionType(decode_step.__code__.replace(), decode_step.__globals__, "decode_step",
+                                    decode_step.__defaults__)
+            self.run = torch.compile(fn, dynamic=None, options={
+                "cpp_wrapper": True,  # the graph's calls from C++, not Python: most of a step's overhead
+                "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+            })
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, seqs: list[SeqState]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,22 +247,15 @@ class Decoder:
                 # one graph for every width (widths of 0 or 1 would be specialised by torch.compile)
                 torch._dynamo.mark_dynamic(table_rows, 1)
             rows[g[1]] = (table_rows, new_rows.to(dev))
-        x = self.model.streams(ids)
         if self.compiled and len(seqs) > 1:  # one graph for every batch size above 1
-            for t in (x, ids, pos, slots):
+            for t in (ids, pos, slots):
                 torch._dynamo.mark_dynamic(t, 0)
             for tr, nr in rows.values():
                 torch._dynamo.mark_dynamic(tr, 0)
                 torch._dynamo.mark_dynamic(nr, 0)
-        for i, blk in enumerate(self.model.layers):
-            st = pool.layers[i]
-            tr, nr = rows.get(st.ratio, (None, None))
-            x, h, post, comb, weights, indices, shared = self.layer(
-                blk, x, ids, pos, slots, st.ring, tr, nr, st.comp_kv, st.comp_score, st.entries,
-                st.idx_kv, st.idx_score, st.idx_keys, self.lazy,
-            )
-            routed = blk.ffn.routed(h, weights, indices)
-            x = self.merge(routed, shared, x, post, comb)
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):  # routed_one's expert index
+            logits, x = self.run(self.model, ids, pos, slots, pool.layers[: len(self.model.layers)], rows,
+                                 self.moe_keys, self.stacks, self.lazy)
         for s in seqs:
             s.lengths[MAIN] += 1
-        return self.logits(x), x
+        return logits, x

@@ -74,14 +74,18 @@ class Expert(nn.Module):
         self.limit = swiglu_limit
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        gate, up = self.w1(x).float(), self.w3(x).float()
-        if self.limit > 0:
-            gate = gate.clamp(max=self.limit)
-            up = up.clamp(min=-self.limit, max=self.limit)
-        h = F.silu(gate) * up
-        if weights is not None:
-            h = h * weights
-        return self.w2(h.to(x.dtype))
+        return self.w2(swiglu(self.w1(x), self.w3(x), self.limit, weights).to(x.dtype))
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The expert's hidden activation in float32: silu(gate) * up with V4's clamps (gate <= limit,
+    |up| <= limit, when limit > 0), times the routing weight when given."""
+    gate, up = gate.float(), up.float()
+    if limit > 0:
+        gate = gate.clamp(max=limit)
+        up = up.clamp(min=-limit, max=limit)
+    h = F.silu(gate) * up
+    return h if weights is None else h * weights
 
 
 class MoE(nn.Module):
@@ -108,6 +112,12 @@ class MoE(nn.Module):
     def routed(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Grouped path: sort the (token, slot) pairs by expert, one matmul chain per used expert."""
         n, k = indices.shape
+        if n == 1:  # one token (decoding one sequence): its k experts one after the other
+            out = None
+            for j, e in enumerate(indices[0].tolist()):
+                y = self.experts[e](x, weights[:, j : j + 1]).float()
+                out = y if out is None else out + y
+            return out
         flat = indices.reshape(-1)
         order = torch.argsort(flat, stable=True)  # [N*k] pair ids grouped by expert
         counts = torch.bincount(flat, minlength=self.cfg.n_routed_experts).tolist()
