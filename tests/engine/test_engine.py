@@ -178,3 +178,17 @@ def test_streams_never_show_part_of_a_stop_string(model):
     for c in chunks:  # at no point did the stream show text past the cut (e.g. half the stop string)
         streamed += c
         assert final.startswith(streamed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("speculative", [None, "mtp"])
+def test_compiled_engine_keeps_greedy_output(model, references, speculative):
+    """compile=True: the compiled decode step (one sequence: experts in the graph; a batch: the
+    opaque expert op) and prefill stages, with prefill chunks of equal length run as one batch."""
+    llm = LLM(model, max_seqs=4, prefill_chunk=5, page_size=4, compile=True, speculative=speculative,
+              num_draft_tokens=2)
+    params = [SamplingParams(temperature=0, max_new_tokens=n, ignore_eos=True) for n in (24, 16, 8)]
+    outs = [llm.generate([p], sp)[0] for p, sp in zip(PROMPTS, params)]  # one at a time: batch 1
+    outs_batched = llm.generate(PROMPTS, GREEDY)
+    assert [o.token_ids for o in outs] == [r[: sp.max_new_tokens] for r, sp in zip(references, params)]
+    assert [o.token_ids for o in outs_batched] == references

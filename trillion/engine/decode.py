@@ -1,21 +1,21 @@
-"""The decode fast path: one new token per sequence, every layer as one graph of tensor ops.
+"""The decode fast path: one new token per sequence, the whole step as one graph of tensor ops.
 
 `ModelRunner.forward` handles any number of tokens per sequence with Python bookkeeping per
 sequence. Decoding (one token each) is the hot loop, so this module redoes it with no Python work
 per sequence or per position: positions, slots, page tables and masks are tensors, the compressor
 folds a token in with indexed writes and emits an entry under a mask, the compressed entries are
 gathered through a page table padded to a fixed width. Shapes depend only on the batch size and
-`max_model_len`, so `torch.compile` turns each layer kind into one graph, reused by every block
-of that kind. Only the routed experts (a data-dependent loop over the chosen experts) run eagerly.
-
+`max_model_len`, so `torch.compile` turns the whole step (every block, the head) into one graph
+(`decode_step`). The routed experts choose their weights from data: for one sequence the graph
+takes the chosen experts' weights as views of stacked weights at an index it reads from the router
+(`stack_experts`, `routed_one`); for a batch they run through one opaque op per layer
+(`ops.routed_experts`).
 Tested against `ModelRunner.forward` (and so against the full forward) token by token.
 
 Shapes: B sequences, Wr ring size, Cm entries a page table can address, P page size.
 """
 
 from __future__ import annotations
-
-import types
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from ..model.compressor import Compressor
 from ..model.indexer import select_topk
 from ..model.moe import MoE, swiglu
 from . import ops
+from .compiling import compile_fn
 from .runner import attend_split, stage_merge, stage_out
 from .state import MAIN, SeqState, StatePool
 
@@ -192,8 +193,8 @@ def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bo
 class Decoder:
     """Decode steps of the main stack through `decode_step`.
 
-    With compile=True the whole step (every layer, the routed experts as one opaque call each, the
-    head) is one `torch.compile` graph, so a step enters compiled code once."""
+    With compile=True the whole step is one `torch.compile` graph (trillion.engine.compiling), so
+    a step enters compiled code once. Compiling stacks the routed experts' weights (`stack_experts`)."""
 
     def __init__(self, model, pool: StatePool, max_model_len: int, *, compile: bool = False):
         self.model, self.pool, self.cfg = model, pool, model.cfg
@@ -207,16 +208,7 @@ class Decoder:
         if compile:
             self.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
             self.stacks = [stack_experts(blk.ffn) for blk in model.layers]
-            # torch.compile keeps its graphs (and its recompile budget) per code object; a fresh
-            # copy of decode_step's code gives this decoder its own, so that guards on the model's
-            # modules can be dropped (each decoder only ever sees its own model: the guards would
-            # check hundreds of parameters on every step for nothing).
-            fn = types.FunctionType(decode_step.__code__.replace(), decode_step.__globals__, "decode_step",
-                                    decode_step.__defaults__)
-            self.run = torch.compile(fn, dynamic=None, options={
-                "cpp_wrapper": True,  # the graph's calls from C++, not Python: most of a step's overhead
-                "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
-            })
+            self.run = compile_fn(decode_step, dynamic=None, own_model=True)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, seqs: list[SeqState]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,9 +245,8 @@ class Decoder:
             for tr, nr in rows.values():
                 torch._dynamo.mark_dynamic(tr, 0)
                 torch._dynamo.mark_dynamic(nr, 0)
-        with torch._dynamo.config.patch(capture_scalar_outputs=True):  # routed_one's expert index
-            logits, x = self.run(self.model, ids, pos, slots, pool.layers[: len(self.model.layers)], rows,
-                                 self.moe_keys, self.stacks, self.lazy)
+        logits, x = self.run(self.model, ids, pos, slots, pool.layers[: len(self.model.layers)], rows,
+                             self.moe_keys, self.stacks, self.lazy)
         for s in seqs:
             s.lengths[MAIN] += 1
         return logits, x

@@ -106,8 +106,9 @@ class Engine:
             spec_slack=num_draft_tokens + 1 if speculative else 0, dtype=model.dtype,
             device=model.embed.weight.device,
         )
-        self.runner = ModelRunner(model, self.pool)
-        # compile: torch.compile the decode fast path (the first decode steps pay the compilation)
+        self.runner = ModelRunner(model, self.pool, compile=compile)
+        # compile: torch.compile the decode step and the prefill stages (the first steps of each
+        # shape pay the compilation)
         self.decoder = Decoder(model, self.pool, self.max_model_len, compile=compile)
         self.waiting: deque[list[Sequence]] = deque()
         self.running: list[Sequence] = []
@@ -173,12 +174,15 @@ class Engine:
         self._admit()
         # prefill: up to `prefill_chunk` prompt tokens per step, oldest sequences first
         budget = self.prefill_chunk
+        chunks: dict[int, list[Sequence]] = {}
         for pre in [s for s in self.running if s.status == PREFILL]:
             if budget <= 0:
                 break
             n = min(budget, len(pre.prompt_ids) - pre.prefilled)
-            events += self._prefill(pre, n)
+            chunks.setdefault(n, []).append(pre)
             budget -= n
+        for n, group in chunks.items():  # chunks of equal length run as one batch
+            events += self._prefill(group, n)
         dec = [s for s in self.running if s.status == DECODE and s.pending is not None]
         if dec:
             events += self._speculate(dec) if self.speculative else self._decode(dec)
@@ -216,29 +220,29 @@ class Engine:
 
     # ------------------------------------------------------------------ prefill
 
-    def _prefill(self, s: Sequence, n: int) -> list[Event]:
-        """Run the next `n` prompt tokens of `s`; after the last, sample its first token(s)."""
-        a = s.prefilled
-        b = min(len(s.prompt_ids), a + n)
-        ids = torch.tensor([s.prompt_ids[a:b]], dtype=torch.long)
-        done = b == len(s.prompt_ids)
-        logits, h = self.runner.forward(ids, [s.state], last_only=True)
-        if self.speculative:
-            self._mtp_catch_up(s, h[0], s.prompt_ids[a:b], first=a == 0)
-        s.last_hidden = h[0, -1]
-        s.prefilled = b
-        if not done:
-            return []
-        group = [s] + [f for f in s.followers if f.status != FINISHED]
-        for f in group[1:]:
-            f.state = self.pool.fork(s.state)
-            f.last_hidden = s.last_hidden
-            f.prefilled = b
-            self.running.append(f)
+    def _prefill(self, seqs: list[Sequence], n: int) -> list[Event]:
+        """Run the next `n` prompt tokens of each of `seqs` (one batch); a sequence whose prompt
+        this completes samples its first token(s)."""
+        starts = [s.prefilled for s in seqs]
+        ids = torch.tensor([s.prompt_ids[a : a + n] for s, a in zip(seqs, starts)], dtype=torch.long)
+        logits, h = self.runner.forward(ids, [s.state for s in seqs], last_only=True)
         events = []
-        for q in group:
-            q.status = DECODE
-            events.append(self._emit(q, logits[0, -1]))
+        for b, (s, a) in enumerate(zip(seqs, starts)):
+            if self.speculative:
+                self._mtp_catch_up(s, h[b], s.prompt_ids[a : a + n], first=a == 0)
+            s.last_hidden = h[b, -1]
+            s.prefilled = a + n
+            if s.prefilled < len(s.prompt_ids):
+                continue
+            group = [s] + [f for f in s.followers if f.status != FINISHED]
+            for f in group[1:]:
+                f.state = self.pool.fork(s.state)
+                f.last_hidden = s.last_hidden
+                f.prefilled = s.prefilled
+                self.running.append(f)
+            for q in group:
+                q.status = DECODE
+                events.append(self._emit(q, logits[b, -1]))
         return events
 
     def _mtp_catch_up(self, s: Sequence, h: torch.Tensor, tokens: list[int], first: bool) -> None:

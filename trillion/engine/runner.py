@@ -31,6 +31,7 @@ from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.indexer import select_topk
 from ..model.mhc import hc_post
+from .compiling import compile_fn
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
 QUERY_CHUNK = 256  # bounds the gathered CSA keys of a long prefill chunk at chunk * k * K
@@ -161,15 +162,19 @@ def stage_merge(routed, shared, x, post, comb):
 class ModelRunner:
     """Runs a `Transformer` incrementally against a `StatePool`."""
 
-    def __init__(self, model: Transformer, pool: StatePool):
+    def __init__(self, model: Transformer, pool: StatePool, *, compile: bool = False):
         self.model, self.pool, self.cfg = model, pool, model.cfg
         # When a dict, `compress` records each compressor's projections of the step here, keyed
         # (layer, "comp" | "idx"), so a speculative step can be rolled back without recomputing.
         self.record: dict | None = None
-        # The stateless stages are plain functions; prefill chunks are large enough that their
-        # matmuls dominate, so they run eagerly (decode.py is the compiled hot loop).
+        # The stateless stages and the attention are plain functions, compiled with compile=True
+        # for any number of sequences and tokens (the state bookkeeping between them stays eager).
         self.stage_in, self.stage_out, self.stage_merge = stage_in, stage_out, stage_merge
         self.attend, self.logits = attend_split, model.logits
+        if compile:
+            self.stage_in, self.stage_out, self.stage_merge, self.attend = (
+                compile_fn(f, dynamic=True) for f in (stage_in, stage_out, stage_merge, attend_split)
+            )
 
     # ------------------------------------------------------------------ public
 
@@ -249,13 +254,16 @@ class ModelRunner:
             entry = torch.arange(rows.shape[1], device=x.device)
             ready = valid[:, None, :] & (entry[None, None, :] < (qpos + 1) // attn.ratio)  # [B, T, C]
             flat = st.entries.view(-1, st.entries.shape[-1])
-            if attn.indexer is None:  # HCA: every complete entry
-                shared = torch.cat((shared, flat[rows]), dim=1)
-                visible = torch.cat((visible, ready), dim=-1)
-            else:  # CSA: the indexer's picks
+            if attn.indexer is not None:
                 ix = attn.indexer
                 self.compress(ix.compressor, iproj, step, st.idx_kv, st.idx_score, st.idx_keys, group,
                               (layer, "idx"), x.dtype)
+            if attn.indexer is None or rows.shape[1] <= ix.topk:
+                # HCA: every complete entry. CSA with no more entries than top-k: the indexer
+                # picks every visible entry, so they are attended like HCA's (same keys, no gather)
+                shared = torch.cat((shared, flat[rows]), dim=1)
+                visible = torch.cat((visible, ready), dim=-1)
+            else:  # CSA: the indexer's picks
                 keys = st.idx_keys.view(-1, st.idx_keys.shape[-1])[rows]  # [B, C, d]
                 top = select_topk(ix.scores(x, iq, keys, iw), ready, ix.topk)  # [B, T, k]
                 picked_visible = top >= 0
