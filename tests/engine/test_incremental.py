@@ -135,8 +135,9 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts):
     for blk, ws in zip(model.layers, before):  # the experts' weights are now views of the stacks
         for e, (expert, w) in enumerate(zip(blk.ffn.experts, ws)):
             assert torch.equal(expert.w1.weight, w)
-            assert expert.w1.weight.data_ptr() == dec.stacks[blk.layer][0][e].data_ptr()
-    assert [stack_experts(blk.ffn)[1].data_ptr() for blk in model.layers] == [s[1].data_ptr() for s in dec.stacks]
+            assert expert.w1.weight.data_ptr() == dec.stacks[blk.layer][0][1]["weight"][e].data_ptr()
+    again = [stack_experts(blk.ffn)[1][1]["weight"].data_ptr() for blk in model.layers]
+    assert again == [s[1][1]["weight"].data_ptr() for s in dec.stacks]
     _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
 
 
@@ -160,3 +161,24 @@ def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
     save_model(model, tmp_path / "m")
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "m")(ids), full)
+
+
+def test_quantized_experts_run_in_the_graph_path():
+    """Stacked int8 experts (codes and scales as views of stacks) through routed_one equal the
+    quantised model's own full forward."""
+    from trillion.engine.decode import Decoder, stack_experts
+    from trillion.quant import quantize_model
+
+    cfg, model, ids, _, _, pool, run = _setup()
+    model = quantize_model(model, "int8", inplace=False)
+    for m in model.modules():  # float32 activations: the kernels' exact variant (bf16 would blur 1e-4)
+        if hasattr(m, "set_kernel_dtype"):
+            m.set_kernel_dtype(torch.float32)
+    with torch.no_grad():
+        full = model(ids)
+    run.model = model
+    dec = Decoder(model, pool, max_model_len=T + 8)
+    dec.lazy = False
+    dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
+    assert all(st is not None and "qweight" in st[0][1] for st in dec.stacks)
+    _decode_against_full(dec, cfg, model, ids, full, pool, run, [5])

@@ -18,8 +18,8 @@ Shapes: B sequences, Wr ring size, Cm entries a page table can address, P page s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ..model.block import Block
 from ..model.compressor import Compressor
@@ -126,42 +126,60 @@ def decode_layer(
     return x, h.flatten(0, 1), post, comb, weights, indices, shared_out
 
 
-def stack_experts(moe: MoE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The routed experts' w1, w2, w3 as [E, out, in] tensors whose slices are the experts' weights.
+def stack_experts(moe: MoE) -> list[tuple[nn.Module, dict[str, torch.Tensor]]] | None:
+    """The routed experts' w1, w2, w3, each as (one expert's module, {tensor name: [E, ...] stack}).
 
-    The weights are moved into one tensor per projection (each expert's parameter becomes a view of
-    it: no memory is added), so a compiled graph can take an expert's weight by an index it computes,
-    without a copy. A second call finds them already stacked. None for experts that are not plain
-    Linear layers (quantised ones run through the opaque `ops.routed_experts` instead)."""
+    Every tensor of the experts' projections (a Linear's weight; a quantised Linear's codes and
+    scales) moves into one stacked tensor whose slices are the experts' tensors (each expert's
+    parameter or buffer becomes a view of it: no memory is added), so a compiled graph can run
+    expert e as the first expert's module called with the e-th slices (`routed_one`), without a
+    copy. A second call finds them already stacked. None when the experts' modules differ in kind."""
     experts = list(moe.experts)
-    if not all(type(getattr(e, n)) is nn.Linear for e in experts for n in ("w1", "w2", "w3")):
-        return None
-    stacks = []
+    out = []
     for name in ("w1", "w2", "w3"):
-        ws = [getattr(e, name).weight for e in experts]
-        step = ws[0].numel()
-        if all(w.is_contiguous() and w.untyped_storage().data_ptr() == ws[0].untyped_storage().data_ptr()
-               and w.storage_offset() == ws[0].storage_offset() + i * step for i, w in enumerate(ws)):
-            stacks.append(ws[0].detach().as_strided((len(ws), *ws[0].shape), (step, *ws[0].stride())))
-            continue
-        stack = torch.stack([w.detach() for w in ws])
-        for i, w in enumerate(ws):
-            w.data = stack[i]
-        stacks.append(stack)
-    return tuple(stacks)
+        mods = [getattr(e, name) for e in experts]
+        if len({type(m) for m in mods}) != 1:
+            return None
+        stacks = {}
+        for key, t0 in [*mods[0].named_parameters(recurse=False), *mods[0].named_buffers(recurse=False)]:
+            if t0.numel() == 0:  # e.g. a quantised Linear's dtype tag: the same for all
+                continue
+            ts = [getattr(m, key) for m in mods]
+            if any(t.shape != t0.shape or t.dtype != t0.dtype for t in ts):
+                return None
+            step = t0.numel()
+            if all(t.is_contiguous() and t.untyped_storage().data_ptr() == t0.untyped_storage().data_ptr()
+                   and t.storage_offset() == t0.storage_offset() + i * step for i, t in enumerate(ts)):
+                stacks[key] = t0.detach().as_strided((len(ts), *t0.shape), (step, *t0.stride()))
+                continue
+            stack = torch.stack([t.detach() for t in ts])
+            for i, (m, t) in enumerate(zip(mods, ts)):
+                if isinstance(t, nn.Parameter):
+                    t.data = stack[i]
+                else:
+                    m._buffers[key] = stack[i]
+            stacks[key] = stack
+        out.append((mods[0], stacks))
+    return out
 
 
 def routed_one(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, stacks, limit: float) -> torch.Tensor:
-    """`MoE.routed` for a single token inside a graph: each chosen expert's weights are views of
-    the stacks at an index read from `indices` (no copy). x [1, D] -> float32 [1, D]."""
-    w1, w2, w3 = stacks
+    """`MoE.routed` for a single token inside a graph: each chosen expert runs as the stacked
+    projections' first module called with the expert's slices (views) at an index read from
+    `indices`. x [1, D] -> float32 [1, D]."""
+    (m1, s1), (m2, s2), (m3, s3) = stacks
+    n_experts = next(iter(s1.values())).shape[0]
     out = None
     for j in range(indices.shape[1]):
         e = indices[0, j].item()
         torch._check(e >= 0)
-        torch._check(e < w1.shape[0])
-        h = swiglu(F.linear(x, w1[e]), F.linear(x, w3[e]), limit, weights[:, j : j + 1])
-        y = F.linear(h.to(x.dtype), w2[e]).float()
+        torch._check(e < n_experts)
+
+        def proj(m, s, inp):
+            return functional_call(m, {k: t[e] for k, t in s.items()}, (inp,))
+
+        h = swiglu(proj(m1, s1, x), proj(m3, s3, x), limit, weights[:, j : j + 1])
+        y = proj(m2, s2, h.to(x.dtype)).float()
         out = y if out is None else out + y
     return out
 

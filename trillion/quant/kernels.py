@@ -35,6 +35,9 @@ HAS_INT4_MM = hasattr(_aten, "_weight_int4pack_mm_for_cpu") and hasattr(
     _aten, "_convert_weight_to_int4pack_for_cpu"
 )
 _INT8_MM = _aten._weight_int8pack_mm.default if HAS_INT8_MM else None
+# aten's CPU int8 kernel reads the input width in steps of 16: other widths give garbage or crash
+# (torch 2.13), so they take the plain path
+INT8_MM_K = 16
 _INT4_MM = _aten._weight_int4pack_mm_for_cpu.default if HAS_INT4_MM else None
 
 
@@ -45,7 +48,7 @@ def int8_linear(
     x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, kernel_dtype: torch.dtype
 ) -> torch.Tensor:
     """x [..., K] @ (q int8 [N, K] * scale [N])^T -> [..., N] in x.dtype."""
-    if x.device.type != "cpu" or not HAS_INT8_MM:
+    if x.device.type != "cpu" or not HAS_INT8_MM or q.shape[1] % INT8_MM_K:
         return F.linear(x, (q.to(x.dtype) * scale.to(x.dtype)[:, None]))
     # decode calls this with one token: every op saved here is a few microseconds per matmul
     x2 = x.reshape(-1, x.shape[-1]).to(kernel_dtype).contiguous()
