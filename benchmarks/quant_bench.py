@@ -32,6 +32,7 @@ from trillion.checkpoint import save_model
 from trillion.engine import LLM, SamplingParams
 from trillion.flavors import get_flavor
 from trillion.model import Transformer
+from trillion.model.dtypes import cast_model
 from trillion.model.init import init_weights
 from trillion.quant import fixed_tokens, logit_error, model_nbytes, quantize_model
 
@@ -42,7 +43,7 @@ class Decoder:
     """Greedy batch-1 decoding of one model through the engine; `tps()` is one timed generation."""
 
     def __init__(self, model, prompt: list[int], args):
-        self.llm = LLM(model, max_seqs=2, max_model_len=args.max_model_len)
+        self.llm = LLM(model, max_seqs=2, max_model_len=args.max_model_len, compile=args.compile)
         self.prompt, self.new_tokens = prompt, args.new_tokens
         self.llm.generate(
             [prompt[:8]], SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True)
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
         "--repeats", type=int, default=3, help="timed generations per model, alternating with float32"
     )
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="decode with LLM(compile=True) (warm-up not timed)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
             ref = model(tokens)
         f32 = Decoder(model, prompt, args)
         rows = [measure("float32", model, tokens, ref, prompt, args, {"layout": "hf"}, f32=f32)]
-        bf16 = init_weights(Transformer(cfg), seed=0).eval().to(torch.bfloat16)
+        bf16 = cast_model(init_weights(Transformer(cfg), seed=0).eval(), torch.bfloat16)  # fp32 head, router
         rows.append(measure("bfloat16", bf16, tokens, ref, prompt, args, {"layout": "hf"}, f32=f32))
         del bf16
         for scheme in args.schemes.split(","):

@@ -117,8 +117,22 @@ def int4_scales_and_zeros(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 def int4_linear(x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
     """x [..., K] @ W^T with W in the CPU kernel's layout (`packed`, `sz` from int4_scales_and_zeros)."""
     x2 = x.reshape(-1, x.shape[-1]).to(sz.dtype).contiguous()
-    y = _INT4_MM(x2, packed, group, sz)  # [M, N]
+    # inside a torch.compile graph the aten op goes through an opaque wrapper: inductor's own
+    # lowering of it fails on a computed input (torch 2.13)
+    mm = torch.ops.trillion.int4_mm if torch.compiler.is_compiling() else _INT4_MM
+    y = mm(x2, packed, group, sz)  # [M, N]
     return y.to(x.dtype).view(*x.shape[:-1], packed.shape[0])
+
+
+if HAS_INT4_MM:
+
+    @torch.library.custom_op("trillion::int4_mm", mutates_args=())
+    def _int4_mm(x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
+        return _INT4_MM(x, packed, group, sz)
+
+    @_int4_mm.register_fake
+    def _(x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
+        return x.new_empty(x.shape[0], sz.shape[1])
 
 
 def dequantize_int4_codes(codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
