@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -96,6 +97,12 @@ class Engine:
             raise ValueError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
         if num_draft_tokens < 1:
             raise ValueError(f"num_draft_tokens = {num_draft_tokens} must be >= 1")
+        if speculative and compile:
+            warnings.warn(
+                "speculative='mtp' with compile=True decodes slower than compile=True alone: plain decode "
+                "steps are one compiled graph, speculative verification is not yet (docs/performance.md)",
+                stacklevel=2,
+            )
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.max_model_len = min(max_model_len or cfg.max_seq_len, cfg.max_seq_len)
         self.prefill_chunk, self.speculative, self.k = prefill_chunk, speculative, num_draft_tokens
