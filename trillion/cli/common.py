@@ -18,7 +18,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode path (faster decoding after a one-time compilation)")
+                   help="torch.compile the decode step and prefill stages (faster after a one-time "
+                        "compilation of 1-4 minutes; cached on disk)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
