@@ -119,10 +119,12 @@ def _decode_against_full(dec, cfg, model, ids, full, pool, run, starts):
             assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)
 
 
-@pytest.mark.parametrize("starts", [[5], [1, 13, 24]], ids=["one-sequence", "batch"])
-def test_decode_paths_of_the_compiled_graph_run_eagerly(starts):
-    """The graph's routed-expert paths (stacked weights indexed in the graph for one sequence, the
-    opaque op for a batch) and its branch-free state updates, run without compiling."""
+@pytest.mark.parametrize("starts,dense", [([5], False), ([1, 13, 24], False), ([1, 13, 24], True)],
+                         ids=["one-sequence", "batch-op", "batch-dense"])
+def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
+    """The graph's routed-expert paths (stacked weights indexed in the graph for one sequence; for a
+    batch the opaque op, or every expert weighted in the graph) and its branch-free state updates,
+    run without compiling."""
     from trillion.engine import ops
     from trillion.engine.decode import Decoder, stack_experts
 
@@ -132,6 +134,7 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts):
     dec.lazy = False
     dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
     dec.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
+    dec.dense = dense
     for blk, ws in zip(model.layers, before):  # the experts' weights are now views of the stacks
         for e, (expert, w) in enumerate(zip(blk.ffn.experts, ws)):
             assert torch.equal(expert.w1.weight, w)

@@ -184,12 +184,33 @@ def routed_one(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, st
     return out
 
 
-def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bool = False):
+def routed_dense(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, stacks, limit: float) -> torch.Tensor:
+    """`MoE.routed` for a batch inside a graph, when the experts are few: every expert runs on every
+    token, its hidden activation scaled by the token's routing weight for it (0 where the token did
+    not choose it, which zeroes that output exactly), so nothing depends on data. x [B, D]."""
+    (m1, s1), (m2, s2), (m3, s3) = stacks
+    out = None
+    for e in range(next(iter(s1.values())).shape[0]):
+        w = (weights * (indices == e)).sum(dim=-1, keepdim=True)  # [B, 1]
+
+        def proj(m, s, inp):
+            return functional_call(m, {k: t[e] for k, t in s.items()}, (inp,))
+
+        h = swiglu(proj(m1, s1, x), proj(m3, s3, x), limit, w)
+        y = proj(m2, s2, h.to(x.dtype)).float()
+        out = y if out is None else out + y
+    return out
+
+
+DENSE_EXPERTS = 4  # a batch runs every expert in the graph when n_experts <= this x experts per token
+
+
+def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bool = False, dense: bool = False):
     """The whole main stack for one token per sequence: ids [B, 1] -> (float32 logits [B, 1, V],
     final streams [B, 1, N, D]). `layers`: each block's LayerState; `rows`: {ratio: (table_rows,
-    new_rows)}. The routed experts of block i: for a single sequence with `stacks[i]`, in the graph
-    (`routed_one`); else through `ops.routed_experts` with key `moe_keys[i]`, or eagerly when
-    `moe_keys` is None."""
+    new_rows)}. The routed experts of block i, given `stacks[i]`: for a single sequence in the graph
+    (`routed_one`), for a batch in the graph too when `dense` (`routed_dense`); else through
+    `ops.routed_experts` with key `moe_keys[i]`, or eagerly when `moe_keys` is None."""
     x = model.streams(ids)
     for i, blk in enumerate(model.layers):
         st = layers[i]
@@ -200,6 +221,8 @@ def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bo
         )
         if stacks is not None and stacks[i] is not None and h.shape[0] == 1:
             routed = routed_one(h, weights, indices, stacks[i], blk.cfg.swiglu_limit)
+        elif stacks is not None and stacks[i] is not None and dense:
+            routed = routed_dense(h, weights, indices, stacks[i], blk.cfg.swiglu_limit)
         elif moe_keys is not None:
             routed = ops.routed_experts(h, weights, indices, moe_keys[i])
         else:
@@ -222,6 +245,8 @@ class Decoder:
         self.compiled = compile
         self.lazy = not compile  # eager mode may branch on data; a compiled graph may not
         self.moe_keys = self.stacks = None
+        # few experts: a batch of sequences touches most of them anyway, so run them all in the graph
+        self.dense = self.cfg.n_routed_experts <= DENSE_EXPERTS * self.cfg.n_activated_experts
         self.run = decode_step
         if compile:
             self.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
@@ -264,7 +289,7 @@ class Decoder:
                 torch._dynamo.mark_dynamic(tr, 0)
                 torch._dynamo.mark_dynamic(nr, 0)
         logits, x = self.run(self.model, ids, pos, slots, pool.layers[: len(self.model.layers)], rows,
-                             self.moe_keys, self.stacks, self.lazy)
+                             self.moe_keys, self.stacks, self.lazy, self.dense)
         for s in seqs:
             s.lengths[MAIN] += 1
         return logits, x
