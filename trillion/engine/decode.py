@@ -163,23 +163,28 @@ def stack_experts(moe: MoE) -> list[tuple[nn.Module, dict[str, torch.Tensor]]] |
     return out
 
 
+def stacked_expert(stacks, e, x: torch.Tensor, w: torch.Tensor, limit: float) -> torch.Tensor:
+    """Expert e (an int or a graph's scalar) of `stack_experts`' stacks: each projection is the
+    first expert's module called with the e-th slices. x [N, D], w [N, 1] -> float32 [N, D]."""
+
+    def proj(i: int, inp: torch.Tensor) -> torch.Tensor:
+        m, s = stacks[i]
+        return functional_call(m, {k: t[e] for k, t in s.items()}, (inp,))
+
+    h = swiglu(proj(0, x), proj(2, x), limit, w)
+    return proj(1, h.to(x.dtype)).float()
+
+
 def routed_one(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, stacks, limit: float) -> torch.Tensor:
-    """`MoE.routed` for a single token inside a graph: each chosen expert runs as the stacked
-    projections' first module called with the expert's slices (views) at an index read from
-    `indices`. x [1, D] -> float32 [1, D]."""
-    (m1, s1), (m2, s2), (m3, s3) = stacks
-    n_experts = next(iter(s1.values())).shape[0]
+    """`MoE.routed` for a single token inside a graph: the chosen experts' weights are views of
+    the stacks at an index read from `indices`, not copies. x [1, D] -> float32 [1, D]."""
+    n_experts = next(iter(stacks[0][1].values())).shape[0]
     out = None
     for j in range(indices.shape[1]):
         e = indices[0, j].item()
         torch._check(e >= 0)
         torch._check(e < n_experts)
-
-        def proj(m, s, inp):
-            return functional_call(m, {k: t[e] for k, t in s.items()}, (inp,))
-
-        h = swiglu(proj(m1, s1, x), proj(m3, s3, x), limit, weights[:, j : j + 1])
-        y = proj(m2, s2, h.to(x.dtype)).float()
+        y = stacked_expert(stacks, e, x, weights[:, j : j + 1], limit)
         out = y if out is None else out + y
     return out
 
@@ -188,16 +193,10 @@ def routed_dense(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, 
     """`MoE.routed` for a batch inside a graph, when the experts are few: every expert runs on every
     token, its hidden activation scaled by the token's routing weight for it (0 where the token did
     not choose it, which zeroes that output exactly), so nothing depends on data. x [B, D]."""
-    (m1, s1), (m2, s2), (m3, s3) = stacks
     out = None
-    for e in range(next(iter(s1.values())).shape[0]):
+    for e in range(next(iter(stacks[0][1].values())).shape[0]):
         w = (weights * (indices == e)).sum(dim=-1, keepdim=True)  # [B, 1]
-
-        def proj(m, s, inp):
-            return functional_call(m, {k: t[e] for k, t in s.items()}, (inp,))
-
-        h = swiglu(proj(m1, s1, x), proj(m3, s3, x), limit, w)
-        y = proj(m2, s2, h.to(x.dtype)).float()
+        y = stacked_expert(stacks, e, x, w, limit)
         out = y if out is None else out + y
     return out
 
