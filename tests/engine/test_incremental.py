@@ -185,3 +185,23 @@ def test_quantized_experts_run_in_the_graph_path():
     dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
     assert all(st is not None and "qweight" in st[0][1] for st in dec.stacks)
     _decode_against_full(dec, cfg, model, ids, full, pool, run, [5])
+
+
+def test_the_expert_op_registry_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    from trillion.engine import ops
+
+    cfg, model, ids, full, _, pool, run = _setup()
+    x, w, idx = torch.randn(2, cfg.dim), torch.rand(2, 2), torch.tensor([[0, 1], [1, 2]])
+    key = ops.register_moe(model.layers[-1].ffn)
+    assert ops.register_moe(model.layers[-1].ffn) == key
+    with torch.no_grad():
+        assert torch.equal(ops.routed_experts(x, w, idx, key), model.layers[-1].ffn.routed(x, w, idx))
+    ref = weakref.ref(model)
+    del model, run
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(RuntimeError, match="no longer exists"):
+        ops.routed_experts(x, w, idx, key)

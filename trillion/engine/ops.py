@@ -10,26 +10,32 @@ op's arguments can only be tensors and plain values.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ..model.moe import MoE
 
-_MOES: list[MoE] = []
+# weak references: the registry must not keep a dropped model's experts in memory
+_MOES: list[weakref.ref] = []
 
 
 def register_moe(moe: MoE) -> int:
     """A key for `routed_experts` (the same key for the same module)."""
-    for i, m in enumerate(_MOES):
-        if m is moe:
+    for i, ref in enumerate(_MOES):
+        if ref() is moe:
             return i
-    _MOES.append(moe)
+    _MOES.append(weakref.ref(moe))
     return len(_MOES) - 1
 
 
 @torch.library.custom_op("trillion::routed_experts", mutates_args=())
 def routed_experts(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, key: int) -> torch.Tensor:
     """`MoE.routed(x, weights, indices)` of the registered module `key`: x [N, D] -> float32 [N, D]."""
-    return _MOES[key].routed(x, weights, indices)
+    moe = _MOES[key]()
+    if moe is None:
+        raise RuntimeError(f"routed_experts: the MoE module registered as {key} no longer exists")
+    return moe.routed(x, weights, indices)
 
 
 @routed_experts.register_fake
