@@ -145,12 +145,14 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("starts", [[5], [1, 13, 24]], ids=["one-sequence", "batch"])
-def test_compiled_decode_equals_the_full_forward(starts):
+@pytest.mark.parametrize("starts,dense", [([5], True), ([1, 13, 24], True), ([1, 13, 24], False)],
+                         ids=["one-sequence", "batch-dense", "batch-op"])
+def test_compiled_decode_equals_the_full_forward(starts, dense):
     from trillion.engine.decode import Decoder
 
     cfg, model, ids, full, _, pool, run = _setup()
     dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
+    dec.dense = dense  # mixed_config's 6 experts would take the dense path
     _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
 
 
