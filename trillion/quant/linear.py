@@ -429,19 +429,17 @@ class _CodesLinear(QuantLinear):
         self._set(tensors["weight"], tensors["scale"])
 
 
-class FP8BlockLinear(_CodesLinear):
-    """FP8 E4M3 with one scale per 128 x 128 block: DeepSeek's storage of every dense projection."""
+class _BlockLinear(_CodesLinear):
+    """8-bit codes with one scale per 128 x 128 block; a subclass names its block quantiser pair."""
 
-    fmt, elem, weight_dtype = "fp8", "e4m3", E4M3
+    quantize_blocks: ClassVar = None  # (w, block) -> (codes, scale)
+    dequantize_blocks: ClassVar = None  # (codes, scale, dtype, block) -> w
 
     def scale_shape(self):
         return _sn_sk(self.out_features, self.in_features, FP8_BLOCK)
 
-    def scale_dtypes(self):
-        return (E8M0, torch.float32)  # V3 stored float32 amax / 448
-
     def quantize_(self, w):
-        self._set(*quantize_fp8_blocks(w, FP8_BLOCK))
+        self._set(*type(self).quantize_blocks(w, FP8_BLOCK))
 
     def dequantized_weight(self, dtype=None):
         dtype = dtype or self.dtype
@@ -449,7 +447,17 @@ class FP8BlockLinear(_CodesLinear):
 
     def reference_weight(self, dtype=None):
         s = self.stored_tensors()
-        return dequantize_fp8_blocks(s["weight"], s["scale"], dtype or self.dtype, FP8_BLOCK)
+        return type(self).dequantize_blocks(s["weight"], s["scale"], dtype or self.dtype, FP8_BLOCK)
+
+
+class FP8BlockLinear(_BlockLinear):
+    """FP8 E4M3 with one scale per 128 x 128 block: DeepSeek's storage of every dense projection."""
+
+    fmt, elem, weight_dtype = "fp8", "e4m3", E4M3
+    quantize_blocks, dequantize_blocks = staticmethod(quantize_fp8_blocks), staticmethod(dequantize_fp8_blocks)
+
+    def scale_dtypes(self):
+        return (E8M0, torch.float32)  # V3 stored float32 amax / 448
 
 
 class _MXLinear(_CodesLinear):
@@ -491,24 +499,11 @@ class MXFP4Linear(_MXLinear):
         return kernels.decode_fp4(self.codes, dtype)
 
 
-class HiF8Linear(_CodesLinear):
+class HiF8Linear(_BlockLinear):
     """HiFloat8 codes with a UE8M0 scale per 128 x 128 block (hif8.py)."""
 
     fmt, elem, weight_dtype = "hif8", "hif8", torch.uint8
-
-    def scale_shape(self):
-        return _sn_sk(self.out_features, self.in_features, FP8_BLOCK)
-
-    def quantize_(self, w):
-        self._set(*quantize_hif8_blocks(w, FP8_BLOCK))
-
-    def dequantized_weight(self, dtype=None):
-        dtype = dtype or self.dtype
-        return kernels.scale_blocks(self.decoded(dtype), kernels.scale_values(self.qscale, dtype), FP8_BLOCK)
-
-    def reference_weight(self, dtype=None):
-        s = self.stored_tensors()
-        return dequantize_hif8_blocks(s["weight"], s["scale"], dtype or self.dtype, FP8_BLOCK)
+    quantize_blocks, dequantize_blocks = staticmethod(quantize_hif8_blocks), staticmethod(dequantize_hif8_blocks)
 
 
 FORMATS: dict[str, type[QuantLinear]] = {
