@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     print(f"model {model}, {torch.get_num_threads()} threads, compile={args.compile}, torch {torch.__version__}")
     rows = []
     for k in [0] + [int(x) for x in args.drafts.split(",")]:
-        spec = dict(speculative="mtp", num_draft_tokens=k) if k else {}
+        spec = {"speculative": "mtp", "num_draft_tokens": k} if k else {}
         llm = LLM(model, max_seqs=2, compile=args.compile, **spec)
         t = time.perf_counter()
         run(llm, PROMPTS[:1], 8)  # warm-up (compilation with --compile)

@@ -160,7 +160,7 @@ def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
     from trillion.checkpoint import load_model, save_model
     from trillion.engine.decode import stack_experts
 
-    cfg, model, ids, full, _, _, _ = _setup()
+    _, model, ids, full, _, _, _ = _setup()
     for blk in model.layers:
         stack_experts(blk.ffn)
     save_model(model, tmp_path / "m")
@@ -195,7 +195,7 @@ def test_the_expert_op_registry_does_not_keep_models_alive():
 
     from trillion.engine import ops
 
-    cfg, model, ids, full, _, pool, run = _setup()
+    cfg, model, _, _, _, _, run = _setup()
     x, w, idx = torch.randn(2, cfg.dim), torch.rand(2, 2), torch.tensor([[0, 1], [1, 2]])
     key = ops.register_moe(model.layers[-1].ffn)
     assert ops.register_moe(model.layers[-1].ffn) == key

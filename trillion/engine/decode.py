@@ -163,6 +163,11 @@ def stack_experts(moe: MoE) -> list[tuple[nn.Module, dict[str, torch.Tensor]]] |
     return out
 
 
+def n_stacked(stacks) -> int:
+    """The number of experts in `stack_experts`' stacks."""
+    return next(iter(stacks[0][1].values())).shape[0]
+
+
 def stacked_expert(stacks, e, x: torch.Tensor, w: torch.Tensor, limit: float) -> torch.Tensor:
     """Expert e (an int or a graph's scalar) of `stack_experts`' stacks: each projection is the
     first expert's module called with the e-th slices. x [N, D], w [N, 1] -> float32 [N, D]."""
@@ -178,7 +183,7 @@ def stacked_expert(stacks, e, x: torch.Tensor, w: torch.Tensor, limit: float) ->
 def routed_one(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, stacks, limit: float) -> torch.Tensor:
     """`MoE.routed` for a single token inside a graph: the chosen experts' weights are views of
     the stacks at an index read from `indices`, not copies. x [1, D] -> float32 [1, D]."""
-    n_experts = next(iter(stacks[0][1].values())).shape[0]
+    n_experts = n_stacked(stacks)
     out = None
     for j in range(indices.shape[1]):
         e = indices[0, j].item()
@@ -194,7 +199,7 @@ def routed_dense(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, 
     token, its hidden activation scaled by the token's routing weight for it (0 where the token did
     not choose it, which zeroes that output exactly), so nothing depends on data. x [B, D]."""
     out = None
-    for e in range(next(iter(stacks[0][1].values())).shape[0]):
+    for e in range(n_stacked(stacks)):
         w = (weights * (indices == e)).sum(dim=-1, keepdim=True)  # [B, 1]
         y = stacked_expert(stacks, e, x, w, limit)
         out = y if out is None else out + y
@@ -218,10 +223,11 @@ def decode_step(model, ids, pos, slots, layers, rows, moe_keys, stacks, lazy: bo
             blk, x, ids, pos, slots, st.ring, tr, nr, st.comp_kv, st.comp_score, st.entries,
             st.idx_kv, st.idx_score, st.idx_keys, lazy,
         )
-        if stacks is not None and stacks[i] is not None and h.shape[0] == 1:
-            routed = routed_one(h, weights, indices, stacks[i], blk.cfg.swiglu_limit)
-        elif stacks is not None and stacks[i] is not None and dense:
-            routed = routed_dense(h, weights, indices, stacks[i], blk.cfg.swiglu_limit)
+        stacked = stacks[i] if stacks is not None else None
+        if stacked is not None and h.shape[0] == 1:
+            routed = routed_one(h, weights, indices, stacked, blk.cfg.swiglu_limit)
+        elif stacked is not None and dense:
+            routed = routed_dense(h, weights, indices, stacked, blk.cfg.swiglu_limit)
         elif moe_keys is not None:
             routed = ops.routed_experts(h, weights, indices, moe_keys[i])
         else:
