@@ -97,18 +97,11 @@ def test_decode_fast_path_equals_the_runner(cfg, lazy):
     cfg, model, ids, full, _, pool, run = _setup(cfg)
     dec = Decoder(model, pool, max_model_len=T + 8)
     dec.lazy = lazy  # False: the branch-free graph that torch.compile gets
-    seqs = [pool.allocate() for _ in range(3)]
-    starts = [1, 13, 24]
-    for b, (s, n) in enumerate(zip(seqs, starts)):
-        run.forward(ids[b : b + 1, :n], [s])
-    for step in range(T - max(starts)):
-        tok = torch.stack([ids[b, n + step : n + step + 1] for b, n in enumerate(starts)])
-        logits, _ = dec.step(tok, seqs)
-        for b, n in enumerate(starts):
-            assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)
+    _decode_against_full(dec, ids, full, pool, run, [1, 13, 24])
 
 
-def _decode_against_full(dec, cfg, model, ids, full, pool, run, starts):
+def _decode_against_full(dec, ids, full, pool, run, starts):
+    """Prefill each sequence to its start with the runner, then decode with `dec` to the end."""
     seqs = [pool.allocate() for _ in starts]
     for b, (s, n) in enumerate(zip(seqs, starts)):
         run.forward(ids[b : b + 1, :n], [s])
@@ -128,7 +121,7 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
     from trillion.engine import ops
     from trillion.engine.decode import Decoder, stack_experts
 
-    cfg, model, ids, full, _, pool, run = _setup()
+    _, model, ids, full, _, pool, run = _setup()
     before = [[e.w1.weight.clone() for e in blk.ffn.experts] for blk in model.layers]
     dec = Decoder(model, pool, max_model_len=T + 8)
     dec.lazy = False
@@ -141,7 +134,7 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
             assert expert.w1.weight.data_ptr() == dec.stacks[blk.layer][0][1]["weight"][e].data_ptr()
     again = [stack_experts(blk.ffn)[1][1]["weight"].data_ptr() for blk in model.layers]
     assert again == [s[1][1]["weight"].data_ptr() for s in dec.stacks]
-    _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
+    _decode_against_full(dec, ids, full, pool, run, starts)
 
 
 @pytest.mark.slow
@@ -150,10 +143,10 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
 def test_compiled_decode_equals_the_full_forward(starts, dense):
     from trillion.engine.decode import Decoder
 
-    cfg, model, ids, full, _, pool, run = _setup()
+    _, model, ids, full, _, pool, run = _setup()
     dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
     dec.dense = dense  # mixed_config's 6 experts would take the dense path
-    _decode_against_full(dec, cfg, model, ids, full, pool, run, starts)
+    _decode_against_full(dec, ids, full, pool, run, starts)
 
 
 def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
@@ -174,7 +167,7 @@ def test_quantized_experts_run_in_the_graph_path():
     from trillion.engine.decode import Decoder, stack_experts
     from trillion.quant import quantize_model
 
-    cfg, model, ids, _, _, pool, run = _setup()
+    _, model, ids, _, _, pool, run = _setup()
     model = quantize_model(model, "int8", inplace=False)
     for m in model.modules():  # float32 activations: the kernels' exact variant (bf16 would blur 1e-4)
         if hasattr(m, "set_kernel_dtype"):
@@ -186,7 +179,7 @@ def test_quantized_experts_run_in_the_graph_path():
     dec.lazy = False
     dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
     assert all(st is not None and "qweight" in st[0][1] for st in dec.stacks)
-    _decode_against_full(dec, cfg, model, ids, full, pool, run, [5])
+    _decode_against_full(dec, ids, full, pool, run, [5])
 
 
 def test_the_expert_op_registry_does_not_keep_models_alive():
