@@ -22,33 +22,43 @@ def test_tinygemm_layout_reads_back(n):
     assert torch.equal(kernels.unpack_tinygemm(kernels.pack_tinygemm(codes), block_n, halves), codes)
 
 
+# rows: 1 and 2 x 3 go through aten's kernel, 3 x 7 through dequantise + matmul (INT8_PACK_ROWS)
+@pytest.mark.parametrize("rows", [(1,), (2, 3), (3, 7)])
 @pytest.mark.parametrize("k", [80, 24, 72])  # 24, 72: widths aten's kernel cannot take (plain path)
-def test_int8_kernel_matches_dequantize_then_linear(k):
+def test_int8_kernel_matches_dequantize_then_linear(k, rows):
     g = torch.Generator().manual_seed(0)
-    w, x = torch.randn(96, k, generator=g), torch.randn(3, 5, k, generator=g)
+    w, x = torch.randn(96, k, generator=g), torch.randn(*rows, k, generator=g)
     q, s = quantize_int8(w)
     want = F.linear(x, dequantize_int8(q, s))
     exact = kernels.int8_linear(x, q, s, torch.float32)
-    assert exact.shape == (3, 5, 96) and exact.dtype == torch.float32
+    assert exact.shape == (*rows, 96) and exact.dtype == torch.float32
     assert torch.isfinite(exact).all()
     torch.testing.assert_close(exact, want, rtol=1e-5, atol=1e-5)
     fast = kernels.int8_linear(x, q, s, torch.bfloat16)  # activations rounded to bf16
     torch.testing.assert_close(fast, want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
 
 
+def test_row_paths_cross_over_where_documented():
+    assert kernels.INT8_PACK_ROWS < 2 * 3 * 7 / 2 and 2 * 3 <= kernels.INT8_PACK_ROWS
+    assert 2 * 7 <= kernels.INT4_PACK_ROWS < 10 * 9
+
+
 @needs_int4
+@pytest.mark.parametrize("rows", [(1,), (2, 7), (10, 9)])  # 10 x 9: dequantise + matmul
 @pytest.mark.parametrize("group", [32, 128])
-def test_int4_kernel_matches_dequantize_then_linear(group):
+def test_int4_kernel_matches_dequantize_then_linear(group, rows):
     g = torch.Generator().manual_seed(1)
-    w, x = torch.randn(80, 256, generator=g), torch.randn(2, 7, 256, generator=g)
+    w, x = torch.randn(80, 256, generator=g), torch.randn(*rows, 256, generator=g)
     packed, s = quantize_int4(w, group)
     want = F.linear(x, dequantize_int4(packed, s))
     from trillion.quant.integer import unpack_int4
 
     tiny = kernels.pack_tinygemm(unpack_int4(packed))
-    exact = kernels.int4_linear(x, tiny, group, kernels.int4_scales_and_zeros(s, torch.float32))
+    layout = kernels.tinygemm_layout()
+    exact = kernels.int4_linear(x, tiny, group, kernels.int4_scales_and_zeros(s, torch.float32), layout)
+    assert exact.shape == (*rows, 80)
     torch.testing.assert_close(exact, want, rtol=1e-5, atol=1e-4)
-    fast = kernels.int4_linear(x, tiny, group, kernels.int4_scales_and_zeros(s, torch.bfloat16))
+    fast = kernels.int4_linear(x, tiny, group, kernels.int4_scales_and_zeros(s, torch.bfloat16), layout)
     torch.testing.assert_close(fast, want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
 
 

@@ -1,9 +1,10 @@
 """The one place that knows about kernels: fast paths for quantised matmuls, each beside a plain one.
 
   int8_linear(x, q, scale, kernel_dtype)   CPU: aten._weight_int8pack_mm (int8 weight, one scale per
-                                           output channel); elsewhere dequantise + F.linear
-  int4_linear(x, packed, g, sz, block_n)   CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
-                                           kernel's own layout (pack_tinygemm); elsewhere dequantise
+                                           output channel) for a few rows; elsewhere dequantise + F.linear
+  int4_linear(x, packed, g, sz, layout)    CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
+                                           kernel's own layout (pack_tinygemm) for a few rows; else
+                                           dequantise + F.linear
   decode8(codes, fmt, dtype)               8-bit codes (e4m3, hif8) -> values by one gather in a table
   decode_fp4(packed, dtype)                packed e2m1 bytes -> values, one gather per byte (two values)
   scale_blocks / scale_groups              multiply values by their block or group scales
@@ -12,6 +13,13 @@ PyTorch's CPU int8 and int4 kernels are vectorised for bfloat16 (and float16) ac
 float32 variants are several times slower than a float32 matmul. So the fast paths run them in
 `kernel_dtype` (bfloat16 by default: activations rounded to bf16, fp32 accumulation, output cast
 back); `kernel_dtype=torch.float32` gives the exact-but-slow variant.
+
+Those kernels are matrix-vector products: their time grows with the number of rows M as if each row
+were a separate call (2048 x 2048 weight, 2 threads, AMX machine: int8 0.12 ms at M = 1, 12 ms at
+M = 256, where float32 takes 6 ms). A prefill chunk or a large batch is better served by
+dequantising the weight once and running the BLAS matmul in `kernel_dtype` (1.9 ms int8, 4.5 ms int4
+at M = 256). Above INT8_PACK_ROWS / INT4_PACK_ROWS rows the functions do that; same maths, the
+activations rounded to `kernel_dtype` either way (`python benchmarks/kernel_rows.py` measures it).
 
 PyTorch's CPU int4 kernel wants its weight in a layout of its own (aten._convert_weight_to_int4pack_
 for_cpu): rows in blocks of `block_n` (64 with AVX512, 32 otherwise), the bytes of a block contiguous,
@@ -39,6 +47,23 @@ _INT8_MM = _aten._weight_int8pack_mm.default if HAS_INT8_MM else None
 # (torch 2.13), so they take the plain path
 INT8_MM_K = 16
 _INT4_MM = _aten._weight_int4pack_mm_for_cpu.default if HAS_INT4_MM else None
+# rows above which dequantise + matmul beats the kernels (measured, see the module docstring)
+INT8_PACK_ROWS = 12
+INT4_PACK_ROWS = 64
+
+
+@functools.lru_cache(maxsize=1)
+def fast_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (oneDNN with AVX512-BF16 / AMX)."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _rows_dtype(kernel_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the dequantise + matmul path: kernel_dtype where the CPU has a fast matmul for it."""
+    return kernel_dtype if kernel_dtype == torch.float32 or fast_bf16_matmul() else torch.float32
 
 
 # ---------------------------------------------------------------------------------------------- INT8
@@ -50,8 +75,13 @@ def int8_linear(
     """x [..., K] @ (q int8 [N, K] * scale [N])^T -> [..., N] in x.dtype."""
     if x.device.type != "cpu" or not HAS_INT8_MM or q.shape[1] % INT8_MM_K:
         return F.linear(x, (q.to(x.dtype) * scale.to(x.dtype)[:, None]))
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.shape[0] > INT8_PACK_ROWS:
+        dt = _rows_dtype(kernel_dtype)
+        y = F.linear(x2.to(dt), q.to(dt)).to(x.dtype) * scale.to(x.dtype)
+        return y.view(*x.shape[:-1], q.shape[0])
     # decode calls this with one token: every op saved here is a few microseconds per matmul
-    x2 = x.reshape(-1, x.shape[-1]).to(kernel_dtype).contiguous()
+    x2 = x2.to(kernel_dtype).contiguous()
     if scale.dtype != kernel_dtype:
         scale = scale.to(kernel_dtype)
     y = _INT8_MM(x2, q, scale)  # [M, N]
@@ -114,9 +144,17 @@ def int4_scales_and_zeros(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return torch.stack((s, torch.zeros_like(s)), dim=-1).contiguous()
 
 
-def int4_linear(x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor) -> torch.Tensor:
-    """x [..., K] @ W^T with W in the CPU kernel's layout (`packed`, `sz` from int4_scales_and_zeros)."""
-    x2 = x.reshape(-1, x.shape[-1]).to(sz.dtype).contiguous()
+def int4_linear(
+    x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor, layout: tuple[int, bool]
+) -> torch.Tensor:
+    """x [..., K] @ W^T with W in the CPU kernel's layout (`packed`, `sz` from int4_scales_and_zeros,
+    `layout` = tinygemm_layout())."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.shape[0] > INT4_PACK_ROWS:
+        dt = _rows_dtype(sz.dtype)
+        w = dequantize_int4_codes(unpack_tinygemm(packed, *layout), sz[..., 0].T, dt)
+        return F.linear(x2.to(dt), w).to(x.dtype).view(*x.shape[:-1], packed.shape[0])
+    x2 = x2.to(sz.dtype).contiguous()
     # inside a torch.compile graph the aten op goes through an opaque wrapper: inductor's own
     # lowering of it fails on a computed input (torch 2.13)
     mm = torch.ops.trillion.int4_mm if torch.compiler.is_compiling() else _INT4_MM

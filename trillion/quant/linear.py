@@ -320,6 +320,10 @@ class Int4Linear(QuantLinear):
         self.sz = kernels.int4_scales_and_zeros(scale, self.sz.dtype)
         self.packed = kernels.pack_tinygemm(unpack_int4(packed)) if self.tinygemm else packed.contiguous()
 
+    @property
+    def layout(self) -> tuple[int, bool]:
+        return self.block_n, self.halves
+
     def codes(self) -> torch.Tensor:
         """uint8 codes 0..15 [N, K] (code = q + 8)."""
         if self.tinygemm:
@@ -356,7 +360,7 @@ class Int4Linear(QuantLinear):
 
     def matmul(self, x):
         if self.tinygemm and x.device.type == "cpu":
-            return kernels.int4_linear(x, self.packed, self.group_size, self.sz)
+            return kernels.int4_linear(x, self.packed, self.group_size, self.sz, self.layout)
         return super().matmul(x)
 
     def grouped(self, x):
@@ -371,6 +375,7 @@ class Int4Linear(QuantLinear):
                 self.packed[i * r : (i + 1) * r],
                 self.group_size,
                 self.sz[:, i * r : (i + 1) * r].contiguous(),
+                self.layout,
             )
             for i in range(g)
         ]
@@ -454,7 +459,10 @@ class FP8BlockLinear(_BlockLinear):
     """FP8 E4M3 with one scale per 128 x 128 block: DeepSeek's storage of every dense projection."""
 
     fmt, elem, weight_dtype = "fp8", "e4m3", E4M3
-    quantize_blocks, dequantize_blocks = staticmethod(quantize_fp8_blocks), staticmethod(dequantize_fp8_blocks)
+    quantize_blocks, dequantize_blocks = (
+        staticmethod(quantize_fp8_blocks),
+        staticmethod(dequantize_fp8_blocks),
+    )
 
     def scale_dtypes(self):
         return (E8M0, torch.float32)  # V3 stored float32 amax / 448
@@ -503,7 +511,10 @@ class HiF8Linear(_BlockLinear):
     """HiFloat8 codes with a UE8M0 scale per 128 x 128 block (hif8.py)."""
 
     fmt, elem, weight_dtype = "hif8", "hif8", torch.uint8
-    quantize_blocks, dequantize_blocks = staticmethod(quantize_hif8_blocks), staticmethod(dequantize_hif8_blocks)
+    quantize_blocks, dequantize_blocks = (
+        staticmethod(quantize_hif8_blocks),
+        staticmethod(dequantize_hif8_blocks),
+    )
 
 
 FORMATS: dict[str, type[QuantLinear]] = {
