@@ -7,8 +7,9 @@ For each flavor: builds the model with seeded random weights (float32), then for
 (a reference point: what plain bf16 costs in accuracy) and each scheme measures on this machine:
 bytes on disk (the checkpoint `save_model` writes; float32 and bf16 as the hf layout) and in memory
 (parameters + buffers), the logit error against float32 over a fixed token set (max / mean |diff|,
-top-1 agreement, mean KL(p_f32 || p_q) per position), and greedy decode tokens/s at batch 1
-(`trillion.LLM(model, max_seqs=2)`, timed after the first token; the median of --repeats runs).
+top-1 agreement, mean KL(p_f32 || p_q) per position), prefill tokens/s of the prompt (its time to
+first token) and greedy decode tokens/s at batch 1 (`trillion.LLM(model, max_seqs=2)`, timed after
+the first token); the median of --repeats runs. `--head int8` quantises the output head as well.
 Each model's runs alternate with float32's, and "vs float32" is the median of the paired ratios,
 because a shared machine's load drifts; float32's own row is the median of all its runs. Schemes
 whose blocks do not fit a flavor's widths are skipped with a note. Prints a markdown table.
@@ -34,7 +35,7 @@ from trillion.flavors import get_flavor
 from trillion.model import Transformer
 from trillion.model.dtypes import cast_model
 from trillion.model.init import init_weights
-from trillion.quant import fixed_tokens, logit_error, model_nbytes, quantize_model
+from trillion.quant import fixed_tokens, get_scheme, logit_error, model_nbytes, quantize_model
 
 DEFAULT_SCHEMES = "v4-release,fp8-block,mxfp8,hif8,int8,int4,int4-g32"
 
@@ -49,10 +50,12 @@ class Decoder:
             [prompt[:8]], SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True)
         )  # warm-up
 
-    def tps(self) -> float:
+    def tps(self) -> tuple[float, float]:
+        """(prefill, decode) tokens/s of one generation."""
         params = SamplingParams(temperature=0, max_new_tokens=self.new_tokens, ignore_eos=True)
         s = self.llm.generate([self.prompt], params)[0].stats
-        return (self.new_tokens - 1) / (s["total_time_s"] - s["time_to_first_token_s"])
+        ttft = s["time_to_first_token_s"]
+        return len(self.prompt) / ttft, (self.new_tokens - 1) / (s["total_time_s"] - ttft)
 
 
 def disk_bytes(model, **save) -> int:
@@ -74,15 +77,17 @@ def measure(name, model, tokens, ref, prompt, args, save, f32: Decoder | None = 
         scheme=name, disk=disk_bytes(model, **save), memory=model_nbytes(model), **logit_error(ref, logits)
     )
     dec = f32 if name == "float32" else Decoder(model, prompt, args)
-    runs, ratios, f32_runs = [], [], []
+    runs, f32_runs = [], []  # (prefill, decode) pairs
     for _ in range(args.repeats):
         if dec is not f32:
             f32_runs.append(f32.tps())
         runs.append(dec.tps())
-        ratios.append(runs[-1] / f32_runs[-1] if f32_runs else 1.0)
-    row.update(decode=statistics.median(runs), ratio=statistics.median(ratios), f32_runs=f32_runs + [])
-    if dec is f32:
-        row["f32_runs"] = runs
+    for i, what in enumerate(("prefill", "decode")):
+        row[what] = statistics.median(r[i] for r in runs)
+        row[what + "_ratio"] = (
+            statistics.median(r[i] / f[i] for r, f in zip(runs, f32_runs)) if f32_runs else 1.0
+        )
+    row["f32_runs"] = f32_runs if dec is not f32 else runs
     row["seconds"] = time.perf_counter() - t
     print(row, file=sys.stderr, flush=True)
     return row
@@ -101,7 +106,10 @@ def main(argv=None) -> int:
         "--repeats", type=int, default=3, help="timed generations per model, alternating with float32"
     )
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--compile", action="store_true", help="decode with LLM(compile=True) (warm-up not timed)")
+    ap.add_argument(
+        "--compile", action="store_true", help="decode with LLM(compile=True) (warm-up not timed)"
+    )
+    ap.add_argument("--head", default=None, help="also quantise the output head with this format (e.g. int8)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,15 +133,18 @@ def main(argv=None) -> int:
         del bf16
         for scheme in args.schemes.split(","):
             try:
-                q = quantize_model(model, scheme, inplace=False)
+                chosen = get_scheme(scheme, head=args.head) if args.head else scheme
+                q = quantize_model(model, chosen, inplace=False)
             except ValueError as e:  # a scheme whose blocks do not fit this flavor's widths
                 print(f"{flavor} {scheme}: skipped: {str(e).splitlines()[1].strip()}", file=sys.stderr)
                 continue
-            rows.append(measure(scheme, q, tokens, ref, prompt, args, {}, f32=f32))
+            name = f"{scheme} + {args.head} head" if args.head else scheme
+            rows.append(measure(name, q, tokens, ref, prompt, args, {}, f32=f32))
             del q
             gc.collect()
         # float32's own speed: the median of all its runs
-        rows[0]["decode"] = statistics.median([t for r in rows for t in r["f32_runs"]])
+        for i, what in enumerate(("prefill", "decode")):
+            rows[0][what] = statistics.median([t[i] for r in rows for t in r["f32_runs"]])
         tables.append((flavor, rows))
         del model
         gc.collect()
@@ -148,9 +159,9 @@ def table(tables: list[tuple[str, list[dict]]]) -> str:
     lines = [
         (
             "| flavor | scheme | disk | memory | max abs logit err | mean abs | top-1 agree | KL (nats) | "
-            "decode tok/s | float32 tok/s, same pairs | vs float32 |"
+            "prefill tok/s | vs float32 | decode tok/s | float32 tok/s, same pairs | vs float32 |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for flavor, rows in tables:
         for r in rows:
@@ -164,9 +175,11 @@ def table(tables: list[tuple[str, list[dict]]]) -> str:
                 "0" if exact else f"{r['mean_abs']:.3g}",
                 f"{100 * r['top1']:.1f}%",
                 "0" if exact else f"{r['kl']:.2e}",
+                f"{r['prefill']:.0f}",
+                f"{r['prefill_ratio']:.2f}x",
                 f"{r['decode']:.1f}",
-                "" if exact else f"{statistics.median(r['f32_runs']):.1f}",
-                f"{r['ratio']:.2f}x",
+                "" if exact else f"{statistics.median(t[1] for t in r['f32_runs']):.1f}",
+                f"{r['decode_ratio']:.2f}x",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
