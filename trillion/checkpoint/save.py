@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -62,8 +63,6 @@ def save_model(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
                 f"under the release's names); got layout={layout!r}, dtype={dtype!r}: pass neither"
             )
-        if max_shard_bytes <= 0:
-            raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
         from ..quant.checkpoint import save_quantized
 
         return save_quantized(model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from)
@@ -72,14 +71,8 @@ def save_model(
         raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
     if layout == DEEPSEEK and dtype is not None:
         raise ValueError("the deepseek layout fixes each tensor's storage; pass dtype=None")
-    if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     dtype = as_dtype(dtype) if dtype is not None else None
     state = model.state_dict()
-    on_meta = [n for n, t in state.items() if t.is_meta]
-    if on_meta:
-        raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
-
     if layout == HF:
         compute = dtype or model.dtype
         config = {**model.cfg.to_hf_dict(), "dtype": dtype_name(compute), "torch_dtype": dtype_name(compute)}
@@ -95,7 +88,40 @@ def save_model(
             "expert_dtype": EXPERT_DTYPE,
         }
         sizes = {n: stored_nbytes(n, tuple(t.shape)) for n, t in state.items()}
+    return write_checkpoint(
+        path,
+        state,
+        lambda n, t: _encode(n, t, layout, dtype),
+        config,
+        sizes=sizes,
+        max_shard_bytes=max_shard_bytes,
+        copy_files_from=copy_files_from,
+    )
 
+
+def write_checkpoint(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    encode: Callable[[str, torch.Tensor], dict[str, torch.Tensor]],
+    config: dict,
+    *,
+    sizes: dict[str, int] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    copy_files_from: str | Path | None = None,
+) -> Path:
+    """The one checkpoint writer: the folder `path`, replaced atomically, holding `state` in shards.
+
+    encode(name, tensor) -> {checkpoint name: tensor as stored}; sizes: stored bytes per state name
+    (default: as in memory), which split the shards in state order; then the index (when sharded),
+    config.json and the side files of `copy_files_from`.
+    """
+    on_meta = [n for n, t in state.items() if t.is_meta]
+    if on_meta:
+        raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    if sizes is None:
+        sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     shards = _split(list(sizes.items()), max_shard_bytes)
     with atomic_folder(Path(path)) as tmp:
         weight_map, total = {}, 0
@@ -103,7 +129,7 @@ def save_model(
             file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
             tensors: dict[str, torch.Tensor] = {}
             for n in names:
-                tensors.update(_encode(n, state[n], layout, dtype))
+                tensors.update(encode(n, state[n]))
             _write_shard(tmp / file, tensors)
             weight_map.update(dict.fromkeys(tensors, file))
             total += sum(t.numel() * t.element_size() for t in tensors.values())
@@ -143,8 +169,10 @@ def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
 def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
     # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
-    owned = {k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
-             for k, t in tensors.items()}
+    owned = {
+        k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
+        for k, t in tensors.items()
+    }
     save_file(owned, str(file), metadata={"format": "pt"})
 
 

@@ -20,18 +20,16 @@ Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint.atomic import atomic_folder
 from ..checkpoint.dtype import dtype_name
 from ..checkpoint.errors import CheckpointError, listing
 from ..checkpoint.header import TensorInfo
-from ..checkpoint.index import INDEX, SINGLE, checkpoint_tensors, index_dict, shard_files, shard_name
+from ..checkpoint.index import checkpoint_tensors, shard_files
 from ..checkpoint.layouts import DEEPSEEK, detect_layout
 from ..checkpoint.plan import PLAIN_FLOATS, Plan
 from ..config import ModelConfig
@@ -59,17 +57,13 @@ def save_quantized(
     model: nn.Module, path: str | Path, *, max_shard_bytes: int, copy_files_from: str | Path | None = None
 ) -> Path:
     """Write a quantised Transformer to the folder `path` (atomically; see the module docstring)."""
-    from ..checkpoint.save import _copy_side_files, _split, _write_shard
+    from ..checkpoint.save import write_checkpoint
 
     scheme = getattr(model, "quant_scheme", None)
     if not isinstance(scheme, Scheme):
         raise CheckpointError(
             "the model holds quantised modules but no `quant_scheme`; quantise it with quantize_model"
         )
-    state = model.state_dict()
-    on_meta = [n for n, t in state.items() if t.is_meta]
-    if on_meta:
-        raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
     compute = dtype_name(model.embed.weight.dtype)
     config = {
         **model.cfg.to_hf_dict(),
@@ -77,21 +71,14 @@ def save_quantized(
         "torch_dtype": compute,
         **quantization_entries(scheme),
     }
-    shards = _split([(n, t.numel() * t.element_size()) for n, t in state.items()], max_shard_bytes)
-    with atomic_folder(Path(path)) as tmp:
-        weight_map, total = {}, 0
-        for i, names in enumerate(shards):
-            file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
-            tensors = {n: state[n].detach().cpu().contiguous() for n in names}
-            _write_shard(tmp / file, tensors)
-            weight_map.update(dict.fromkeys(tensors, file))
-            total += sum(t.numel() * t.element_size() for t in tensors.values())
-        if len(shards) > 1:
-            (tmp / INDEX).write_text(json.dumps(index_dict(weight_map, total), indent=2) + "\n")
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if copy_files_from is not None:
-            _copy_side_files(Path(copy_files_from), tmp)
-    return Path(path)
+    return write_checkpoint(
+        path,
+        model.state_dict(),
+        lambda n, t: {n: t.detach().cpu().contiguous()},
+        config,
+        max_shard_bytes=max_shard_bytes,
+        copy_files_from=copy_files_from,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- load
