@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     bf = torch.bfloat16
     print(
         f"weight {args.n} x {args.k}, {torch.get_num_threads()} threads, bf16 matmul native: "
-        f"{kernels.fast_bf16_matmul()}, torch {torch.__version__}; ms, median of {args.repeats}\n"
+        f"{kernels.FAST_BF16_MATMUL}, torch {torch.__version__}; ms, median of {args.repeats}\n"
     )
     print(
         "| rows | float32 | int8 kernel | int8 dequant+mm | int8 picked | int4 kernel | int4 dequant+mm "

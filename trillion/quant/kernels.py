@@ -5,6 +5,8 @@
   int4_linear(x, packed, g, sz, layout)    CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
                                            kernel's own layout (pack_tinygemm) for a few rows; else
                                            dequantise + F.linear
+  fp8_block_linear(x, codes, scale)        CUDA sm_90: F.scaled_mm, DeepSeek's FP8 recipe (act_quant
+                                           1x128 x weight 128x128 blocks); the caller falls back
   decode8(codes, fmt, dtype)               8-bit codes (e4m3, hif8) -> values by one gather in a table
   decode_fp4(packed, dtype)                packed e2m1 bytes -> values, one gather per byte (two values)
   scale_blocks / scale_groups              multiply values by their block or group scales
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formats import all_codes, decode, e8m0
+from ..formats.scales import ue8m0_scale
 from .integer import INT4_OFFSET
 
 _aten = torch.ops.aten
@@ -52,8 +55,7 @@ INT8_PACK_ROWS = 12
 INT4_PACK_ROWS = 64
 
 
-@functools.lru_cache(maxsize=1)
-def fast_bf16_matmul() -> bool:
+def _fast_bf16_matmul() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (oneDNN with AVX512-BF16 / AMX)."""
     try:
         return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -61,9 +63,12 @@ def fast_bf16_matmul() -> bool:
         return False
 
 
+FAST_BF16_MATMUL = _fast_bf16_matmul()  # read once: a constant to torch.compile
+
+
 def _rows_dtype(kernel_dtype: torch.dtype) -> torch.dtype:
     """The dtype of the dequantise + matmul path: kernel_dtype where the CPU has a fast matmul for it."""
-    return kernel_dtype if kernel_dtype == torch.float32 or fast_bf16_matmul() else torch.float32
+    return kernel_dtype if kernel_dtype == torch.float32 or FAST_BF16_MATMUL else torch.float32
 
 
 # ---------------------------------------------------------------------------------------------- INT8
@@ -229,3 +234,72 @@ def scale_groups(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     n, _k = v.shape
     v.view(n, s.shape[1], -1).mul_(s[..., None])
     return v
+
+
+# ------------------------------------------------------------------ FP8 on CUDA: DeepSeek's recipe
+#
+# DeepSeek's FP8 GEMM multiplies E4M3 activations with one UE8M0 scale per 128 along K by E4M3
+# weights with one scale per 128 x 128 block, accumulating in float32. cuBLAS runs exactly that on
+# Hopper (sm_90, CUDA >= 12.9) and PyTorch exposes it as F.scaled_mm with the BlockWise1x128 x
+# BlockWise128x128 recipe. Its contract (PyTorch's own shape checks, which `fp8_operands` is tested
+# against on a fake CUDA device): activations [M, K] row-major, weight [K, N] column-major (our
+# [N, K] codes, transposed: a view), both scales float32 and outer-dim-major, the weight's padded to
+# a multiple of 4 blocks along K; K and N multiples of 128 here (no partial blocks).
+
+HAS_SCALED_MM = hasattr(F, "scaled_mm") and hasattr(F, "ScalingType")
+_native_fp8_broken: list[str] = []  # the first failure of the native GEMM, after which it is not tried
+
+
+def act_quant_fp8(x: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> (E4M3 [M, K], float32 UE8M0 scales [M, K / block]): DeepSeek's act_quant, whose
+    dequantisation equals trillion.formats.fake_quant_fp8 (same amax floor, same scale rule)."""
+    xb = x.float().unflatten(-1, (-1, block))
+    amax = xb.abs().amax(dim=-1, keepdim=True).clamp(min=1e-4)
+    s = e8m0.decode(ue8m0_scale(amax, 448.0))
+    codes = (xb / s).to(torch.float8_e4m3fn).flatten(-2)  # |x / s| <= 448: the cast never overflows
+    return codes, s.squeeze(-1)
+
+
+def fp8_operands(
+    x: torch.Tensor, codes: torch.Tensor, wscale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F.scaled_mm's operands for x [M, K] @ W^T, W = e4m3 `codes` uint8 [N, K] with block scales
+    `wscale` [N / 128, K / 128] (UE8M0 codes or float32): (a, scale_a, b, scale_b)."""
+    a, sa = act_quant_fp8(x)
+    b = codes.view(torch.float8_e4m3fn).t()  # [K, N], column-major
+    sw = scale_values(wscale, torch.float32)  # [N/128, K/128]
+    sb = F.pad(sw, (0, -sw.shape[1] % 4)).t()  # [ceil4(K/128), N/128]
+    return a, _outer_major(sa), b, _outer_major(sb)
+
+
+def _outer_major(t: torch.Tensor) -> torch.Tensor:
+    """t [R, C] laid out column by column: strides (1, R), even where R or C is 1."""
+    return torch.empty_strided(t.shape, (1, t.shape[0]), dtype=t.dtype, device=t.device).copy_(t)
+
+
+def fp8_native_ok(x: torch.Tensor, n: int, k: int) -> bool:
+    """Whether F.scaled_mm's 1x128 x 128x128 FP8 GEMM can take x [..., K] @ W[N, K]^T here."""
+    if not (HAS_SCALED_MM and x.device.type == "cuda") or _native_fp8_broken:
+        return False
+    if n % 128 or k % 128:
+        return False
+    return torch.cuda.get_device_capability(x.device)[0] == 9  # cuBLAS has 2-D block scales on sm_90 only
+
+
+def fp8_block_linear(x: torch.Tensor, codes: torch.Tensor, wscale: torch.Tensor) -> torch.Tensor | None:
+    """x [..., K] quantised as DeepSeek's act_quant, times the FP8 block weight, by the native GEMM
+    (bf16 out, cast to x.dtype); None when the GEMM refused (then it is not tried again)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    a, sa, b, sb = fp8_operands(x2, codes, wscale)
+    S = F.ScalingType
+    try:
+        y = F.scaled_mm(a, b, sa, S.BlockWise1x128, sb, S.BlockWise128x128, output_dtype=torch.bfloat16)
+    except RuntimeError as e:  # an older cuBLAS, a shape this build does not take
+        if torch.compiler.is_compiling():
+            raise
+        _native_fp8_broken.append(str(e))
+        import warnings
+
+        warnings.warn(f"native FP8 GEMM unavailable, dequantising instead: {e}", stacklevel=2)
+        return None
+    return y.to(x.dtype).view(*x.shape[:-1], codes.shape[0])

@@ -14,8 +14,9 @@ checkpoints that store them so.) Codes are kept as integer tensors so that `mode
 cast them; they are viewed as float8 only at the checkpoint boundary.
 
 Every module has three ways to multiply, all the same maths:
-  forward            the fast path: a PyTorch int8/int4 kernel on CPU, else a fast dequantisation
-                     (one table gather) + F.linear in the compute dtype;
+  forward            the fast path: a PyTorch int8/int4 kernel on CPU; FP8 with act_quant on a
+                     Hopper GPU: the native FP8 GEMM (F.scaled_mm, DeepSeek's block recipe); else a
+                     fast dequantisation (one table gather) + F.linear in the compute dtype;
   reference_forward  the plain path: the independent decoders of trillion.formats / integer.py /
                      hif8.py, then F.linear in the compute dtype (tests compare the two);
   grouped            the block-diagonal product attention's wo_a needs (x [..., G, I] -> [..., G, r]).
@@ -466,6 +467,14 @@ class FP8BlockLinear(_BlockLinear):
 
     def scale_dtypes(self):
         return (E8M0, torch.float32)  # V3 stored float32 amax / 448
+
+    def forward(self, x):
+        # with act_quant on a Hopper GPU: DeepSeek's own GEMM (E4M3 x E4M3, block scales) in cuBLAS
+        if self.act_quant and kernels.fp8_native_ok(x, self.out_features, self.in_features):
+            y = kernels.fp8_block_linear(x, self.codes, self.qscale)
+            if y is not None:
+                return y
+        return super().forward(x)
 
 
 class _MXLinear(_CodesLinear):
