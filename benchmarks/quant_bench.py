@@ -47,8 +47,8 @@ class Decoder:
         self.llm = LLM(model, max_seqs=2, max_model_len=args.max_model_len, compile=args.compile)
         self.prompt, self.new_tokens = prompt, args.new_tokens
         self.llm.generate(
-            [prompt[:8]], SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True)
-        )  # warm-up
+            [prompt], SamplingParams(temperature=0, max_new_tokens=3, ignore_eos=True)
+        )  # warm-up (with compile=True: compiles the prompt's prefill shapes and the decode step)
 
     def tps(self) -> tuple[float, float]:
         """(prefill, decode) tokens/s of one generation."""
