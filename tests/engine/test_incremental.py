@@ -29,7 +29,7 @@ def _setup(cfg=None, seed=0, **pool_kw):
 @pytest.mark.parametrize("cfg", [mixed_config(), mixed_config(index_n_heads=1, index_topk=2)],
                          ids=["tie-free", "indexer-ties"])
 def test_every_decode_step_equals_the_full_forward(cfg):
-    cfg, model, ids, full, _, pool, run = _setup(cfg)
+    cfg, _model, ids, full, _, pool, run = _setup(cfg)
     seq = pool.allocate()
     logits, _ = run.forward(ids[:1, :5], [seq])
     assert (logits - full[:1, :5]).abs().max() <= TOL
@@ -68,7 +68,7 @@ def test_equal_chunks_of_several_sequences_in_one_batch():
 
 
 def test_mtp_stack_equals_the_full_mtp_block():
-    cfg, model, ids, _, hidden, pool, run = _setup()
+    _cfg, model, ids, _, hidden, pool, run = _setup()
     with torch.no_grad():
         want = model.mtp_logits(hidden[:1, :-1], ids[:1, 1:])  # [1, T-1, V]
     seq = pool.allocate()
@@ -179,6 +179,27 @@ def test_quantized_experts_run_in_the_graph_path():
     dec.lazy = False
     dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
     assert all(st is not None and "qweight" in st[0][1] for st in dec.stacks)
+    _decode_against_full(dec, ids, full, pool, run, [5])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int4-g32"])
+def test_compiled_decode_of_a_quantised_model_equals_its_full_forward(scheme):
+    """aten's int8 / int4 kernels inside the compiled graph: on the stacked experts' views, and int4's
+    grouped wo_a (per-group scales cut in the graph) through the opaque op."""
+    from trillion.engine.decode import Decoder
+    from trillion.quant import quantize_model
+
+    # widths int4 (groups of 32) takes everywhere
+    _, model, ids, _, _, pool, run = _setup(mixed_config(q_lora_rank=32, o_lora_rank=32, moe_inter_dim=32))
+    model = quantize_model(model, scheme, inplace=False)
+    for m in model.modules():  # float32 activations: the kernels' exact variant
+        if hasattr(m, "set_kernel_dtype"):
+            m.set_kernel_dtype(torch.float32)
+    with torch.no_grad():
+        full = model(ids)
+    run.model = model
+    dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
     _decode_against_full(dec, ids, full, pool, run, [5])
 
 

@@ -150,19 +150,26 @@ def int4_scales_and_zeros(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 
 
 def int4_linear(
-    x: torch.Tensor, packed: torch.Tensor, group: int, sz: torch.Tensor, layout: tuple[int, bool]
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    group: int,
+    sz: torch.Tensor,
+    layout: tuple[int, bool],
+    sz_computed: bool = False,
 ) -> torch.Tensor:
     """x [..., K] @ W^T with W in the CPU kernel's layout (`packed`, `sz` from int4_scales_and_zeros,
-    `layout` = tinygemm_layout())."""
+    `layout` = tinygemm_layout()). `sz_computed`: sz is made by the caller (not a stored buffer or a
+    view of one)."""
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] > INT4_PACK_ROWS:
         dt = _rows_dtype(sz.dtype)
         w = dequantize_int4_codes(unpack_tinygemm(packed, *layout), sz[..., 0].T, dt)
         return F.linear(x2.to(dt), w).to(x.dtype).view(*x.shape[:-1], packed.shape[0])
     x2 = x2.to(sz.dtype).contiguous()
-    # inside a torch.compile graph the aten op goes through an opaque wrapper: inductor's own
-    # lowering of it fails on a computed input (torch 2.13)
-    mm = torch.ops.trillion.int4_mm if torch.compiler.is_compiling() else _INT4_MM
+    # inductor's lowering of the aten op fails when `sz` is computed inside the graph (torch 2.13:
+    # "LoweringException: AssertionError: Pointwise"); such a call goes through an opaque wrapper,
+    # which costs a trip through Python per call
+    mm = torch.ops.trillion.int4_mm if sz_computed and torch.compiler.is_compiling() else _INT4_MM
     y = mm(x2, packed, group, sz)  # [M, N]
     return y.to(x.dtype).view(*x.shape[:-1], packed.shape[0])
 

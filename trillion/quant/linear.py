@@ -1,7 +1,7 @@
 """Quantised Linear modules: the weight stays as codes + scales in memory, one class per storage format.
 
   format  in memory (buffers)                              in a checkpoint (`weight`, `scale`)
-  int8    qweight int8 [N, K], qscale bf16 [N]              I8 [N, K], BF16 [N]
+  int8    qweight int8 [N, K], qscale [N] (kernel dtype)    I8 [N, K], BF16 [N]
   int4    packed uint8 [N, K/2] (the CPU kernel's layout),   U8 [N, K/2] (low nibble first), BF16 [N, K/g]
           sz [K/g, N, 2] (scale, zero)
   fp8     codes uint8 (e4m3 bits) [N, K], qscale [SN, SK]   F8_E4M3 [N, K], F8_E8M0 [SN, SK] (the release's)
@@ -215,11 +215,17 @@ class Int8Linear(QuantLinear):
             persistent=False,
         )
         self.register_buffer(
-            "qscale", torch.ones(out_features, dtype=SCALE_DTYPE, device=device), persistent=False
+            "qscale", torch.ones(out_features, dtype=kernel_dtype, device=device), persistent=False
         )
 
     def quantize_(self, w):
-        self.qweight, self.qscale = quantize_int8(w)
+        self._set(*quantize_int8(w))
+
+    def _set(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+        # the scales are held in the kernel's dtype (bf16 values: exact in float32 too), so that
+        # nothing converts them per call; inductor's lowering of the kernel cannot take a scale
+        # computed inside a graph (torch 2.13)
+        self.qweight, self.qscale = q.contiguous(), scale.to(self.kernel_dtype).contiguous()
 
     def stored_spec(self):
         return {
@@ -228,10 +234,10 @@ class Int8Linear(QuantLinear):
         }
 
     def stored_tensors(self):
-        return {"weight": self.qweight, "scale": self.qscale}
+        return {"weight": self.qweight, "scale": self.qscale.to(SCALE_DTYPE)}
 
     def load_stored(self, tensors):
-        self.qweight, self.qscale = tensors["weight"].contiguous(), tensors["scale"].contiguous()
+        self._set(tensors["weight"], tensors["scale"])
 
     def dequantized_weight(self, dtype=None):
         dtype = dtype or self.dtype
@@ -245,6 +251,7 @@ class Int8Linear(QuantLinear):
 
     def set_kernel_dtype(self, dtype):
         self.kernel_dtype = dtype
+        self.qscale = self.qscale.to(dtype)
 
     def grouped(self, x):
         g, r = x.shape[-2], self.out_features // x.shape[-2]
@@ -377,6 +384,7 @@ class Int4Linear(QuantLinear):
                 self.group_size,
                 self.sz[:, i * r : (i + 1) * r].contiguous(),
                 self.layout,
+                sz_computed=True,
             )
             for i in range(g)
         ]
