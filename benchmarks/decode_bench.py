@@ -65,7 +65,7 @@ def bench_trillion(model, prompts, new_tokens, batch, **engine) -> tuple[float, 
 
 def bench_transformers(ref, prompts, new_tokens, batch) -> tuple[float, float]:
     ids = torch.tensor(prompts[:batch])
-    gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    gen = {"do_sample": False, "pad_token_id": 0, "eos_token_id": None}
     with torch.no_grad():
         ref.generate(ids[:, :16], max_new_tokens=4, **gen)  # warm-up
         t_first = timed(lambda: ref.generate(ids, max_new_tokens=1, min_new_tokens=1, **gen))
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         for batch in [int(b) for b in args.batches.split(",")]:
             p_ours, d_ours = bench_trillion(model, prompts, args.new_tokens, batch, compile=not args.eager)
             # the roofline is for one sequence: a batch of 8 touches more experts per step
-            row = dict(flavor=name, batch=batch, prefill=p_ours, decode=d_ours, roofline=roofline if batch == 1 else None)
+            row = {"flavor": name, "batch": batch, "prefill": p_ours, "decode": d_ours, "roofline": roofline if batch == 1 else None}
             if ref is not None:
                 row["hf_prefill"], row["hf_decode"] = bench_transformers(ref, prompts, args.new_tokens, batch)
             if args.speculative and batch == 1:

@@ -16,31 +16,31 @@ from trillion.model.init import init_weights
 
 def mixed_config(**overrides) -> ModelConfig:
     """Window-only, CSA and HCA layers, two hash layers, 16 index heads (no indexer ties)."""
-    kw = dict(
-        vocab_size=97,
-        dim=64,
-        n_layers=5,
-        n_heads=4,
-        head_dim=32,
-        rope_head_dim=8,
-        q_lora_rank=24,
-        o_groups=2,
-        o_lora_rank=16,
-        window_size=8,
-        compress_ratios=(0, 4, 16, 4, 16, 0),
-        index_n_heads=16,
-        index_head_dim=16,
-        index_topk=3,
-        moe_inter_dim=24,
-        n_routed_experts=6,
-        n_activated_experts=2,
-        n_hash_layers=2,
-        route_scale=1.7,
-        swiglu_limit=2.0,
-        rope_factor=4.0,
-        original_seq_len=32,
-        name="mixed-test",
-    )
+    kw = {
+        "vocab_size": 97,
+        "dim": 64,
+        "n_layers": 5,
+        "n_heads": 4,
+        "head_dim": 32,
+        "rope_head_dim": 8,
+        "q_lora_rank": 24,
+        "o_groups": 2,
+        "o_lora_rank": 16,
+        "window_size": 8,
+        "compress_ratios": (0, 4, 16, 4, 16, 0),
+        "index_n_heads": 16,
+        "index_head_dim": 16,
+        "index_topk": 3,
+        "moe_inter_dim": 24,
+        "n_routed_experts": 6,
+        "n_activated_experts": 2,
+        "n_hash_layers": 2,
+        "route_scale": 1.7,
+        "swiglu_limit": 2.0,
+        "rope_factor": 4.0,
+        "original_seq_len": 32,
+        "name": "mixed-test",
+    }
     kw.update(overrides)
     return ModelConfig(**kw)
 

@@ -4,6 +4,7 @@ own state pool, and the V4 report's long-context figures."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_monotone_in_context(flavor):
     cfg = FLAVORS[flavor]
     ns = [0, 1, 3, 4, 15, 16, 17, 100, 127, 128, 129, 1000, 4096, 5000, 65536, MILLION]
     costs = [kv_cost(cfg, n, matmul_params=10**9) for n in ns]
-    for a, b in zip(costs, costs[1:]):
+    for a, b in itertools.pairwise(costs):
         for key in ("bytes", "bytes_bf16", "v32_bytes", "flops", "v32_flops"):
             assert getattr(b, key) >= getattr(a, key), (flavor, key, a.n_tokens, b.n_tokens)
     assert costs[-1].bytes > costs[0].bytes and costs[-1].flops > costs[0].flops
@@ -187,7 +188,7 @@ def test_engine_pool_matches_bf16_formula():
     pool = StatePool(
         cfg, max_seqs=1, max_entries={r: n // r for r in ratios}, page_size=1, dtype=torch.bfloat16
     )
-    size = lambda *ts: sum(t.numel() * t.element_size() for t in ts if t is not None)  # noqa: E731
+    size = lambda *ts: sum(t.numel() * t.element_size() for t in ts if t is not None)
     spare = 0
     for i, st in enumerate(pool.layers):
         want = layer_state_bytes(cfg, i, n, "bf16")

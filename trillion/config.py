@@ -156,7 +156,7 @@ class ModelConfig:
     def normalize_route_weights(self) -> bool:
         return self.score_func != "softmax" if self.route_norm is None else self.route_norm
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ plain dict / JSON
@@ -167,7 +167,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -278,7 +278,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> "ModelConfig":
+    def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> ModelConfig:
         """Read an official or transformers-written config.json."""
 
         def get(key: str, default: Any = None, *, required: bool = True) -> Any:
@@ -296,7 +296,7 @@ class ModelConfig:
         if "qk_rope_head_dim" in d:
             rope_head_dim = int(d["qk_rope_head_dim"])
         else:
-            rope_head_dim = int(round(head_dim * float(d.get("partial_rotary_factor", 64 / 512))))
+            rope_head_dim = round(head_dim * float(d.get("partial_rotary_factor", 64 / 512)))
         extra = dict(d.get("trillion", {}))
         rates = d.get("compress_rates") or {}
         sparse_ratio = int(extra.pop("sparse_ratio", rates.get(HF_CSA, 4)))
@@ -330,51 +330,51 @@ class ModelConfig:
         rope_theta = float(d.get("rope_theta", params.get("main", {}).get("rope_theta", 10000.0)))
         compress_theta = float(d.get("compress_rope_theta", params.get("compress", {}).get("rope_theta", 160000.0)))
 
-        kw: dict[str, Any] = dict(
-            vocab_size=int(get("vocab_size")),
-            dim=int(get("hidden_size")),
-            n_layers=n_layers,
-            n_heads=int(get("num_attention_heads")),
-            head_dim=head_dim,
-            rope_head_dim=rope_head_dim,
-            q_lora_rank=int(get("q_lora_rank")),
-            o_groups=int(get("o_groups")),
-            o_lora_rank=int(get("o_lora_rank")),
-            norm_eps=float(d.get("rms_norm_eps", 1e-6)),
-            window_size=int(get("sliding_window")),
-            compress_ratios=tuple(ratios),
-            sparse_ratio=sparse_ratio,
-            index_n_heads=int(d.get("index_n_heads", 64)),
-            index_head_dim=int(d.get("index_head_dim", 128)),
-            index_topk=int(d.get("index_topk", 512)),
-            moe_inter_dim=int(get("moe_intermediate_size")),
-            n_routed_experts=int(get("n_routed_experts")),
-            n_shared_experts=int(d.get("n_shared_experts", 1)),
-            n_activated_experts=int(get("num_experts_per_tok")),
-            n_hash_layers=n_hash,
-            score_func=str(d.get("scoring_func", "sqrtsoftplus")),
-            route_scale=float(d.get("routed_scaling_factor", 1.0)),
-            swiglu_limit=float(d.get("swiglu_limit", 10.0)),
-            route_norm=extra.pop("route_norm", None),
-            rope_theta=rope_theta,
-            compress_rope_theta=compress_theta,
-            rope_factor=float(yarn.get("factor", 1.0)) if yarn else 1.0,
-            original_seq_len=int(yarn.get("original_max_position_embeddings", 0)) if yarn else 0,
-            beta_fast=int(yarn.get("beta_fast", 32)) if yarn else 32,
-            beta_slow=int(yarn.get("beta_slow", 1)) if yarn else 1,
-            max_seq_len=int(d.get("max_position_embeddings", 1048576)),
-            hc_mult=int(d.get("hc_mult", 4)),
-            hc_sinkhorn_iters=int(d.get("hc_sinkhorn_iters", 20)),
-            hc_eps=float(d.get("hc_eps", 1e-6)),
-            n_mtp_layers=n_mtp,
-            bos_token_id=_first_id(d.get("bos_token_id", 0)),
-            eos_token_id=_first_id(d.get("eos_token_id", 1)),
-        )
+        kw: dict[str, Any] = {
+            "vocab_size": int(get("vocab_size")),
+            "dim": int(get("hidden_size")),
+            "n_layers": n_layers,
+            "n_heads": int(get("num_attention_heads")),
+            "head_dim": head_dim,
+            "rope_head_dim": rope_head_dim,
+            "q_lora_rank": int(get("q_lora_rank")),
+            "o_groups": int(get("o_groups")),
+            "o_lora_rank": int(get("o_lora_rank")),
+            "norm_eps": float(d.get("rms_norm_eps", 1e-6)),
+            "window_size": int(get("sliding_window")),
+            "compress_ratios": tuple(ratios),
+            "sparse_ratio": sparse_ratio,
+            "index_n_heads": int(d.get("index_n_heads", 64)),
+            "index_head_dim": int(d.get("index_head_dim", 128)),
+            "index_topk": int(d.get("index_topk", 512)),
+            "moe_inter_dim": int(get("moe_intermediate_size")),
+            "n_routed_experts": int(get("n_routed_experts")),
+            "n_shared_experts": int(d.get("n_shared_experts", 1)),
+            "n_activated_experts": int(get("num_experts_per_tok")),
+            "n_hash_layers": n_hash,
+            "score_func": str(d.get("scoring_func", "sqrtsoftplus")),
+            "route_scale": float(d.get("routed_scaling_factor", 1.0)),
+            "swiglu_limit": float(d.get("swiglu_limit", 10.0)),
+            "route_norm": extra.pop("route_norm", None),
+            "rope_theta": rope_theta,
+            "compress_rope_theta": compress_theta,
+            "rope_factor": float(yarn.get("factor", 1.0)) if yarn else 1.0,
+            "original_seq_len": int(yarn.get("original_max_position_embeddings", 0)) if yarn else 0,
+            "beta_fast": int(yarn.get("beta_fast", 32)) if yarn else 32,
+            "beta_slow": int(yarn.get("beta_slow", 1)) if yarn else 1,
+            "max_seq_len": int(d.get("max_position_embeddings", 1048576)),
+            "hc_mult": int(d.get("hc_mult", 4)),
+            "hc_sinkhorn_iters": int(d.get("hc_sinkhorn_iters", 20)),
+            "hc_eps": float(d.get("hc_eps", 1e-6)),
+            "n_mtp_layers": n_mtp,
+            "bos_token_id": _first_id(d.get("bos_token_id", 0)),
+            "eos_token_id": _first_id(d.get("eos_token_id", 1)),
+        }
         kw.update(overrides)
         return cls(**kw)
 
     @classmethod
-    def from_deepseek_dict(cls, d: dict[str, Any], **overrides: Any) -> "ModelConfig":
+    def from_deepseek_dict(cls, d: dict[str, Any], **overrides: Any) -> ModelConfig:
         """Read DeepSeek's ``inference/config.json`` (ModelArgs field names)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
@@ -384,7 +384,7 @@ class ModelConfig:
         return cls(**kw)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ModelConfig":
+    def from_file(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -405,4 +405,4 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["ModelConfig", "ConfigError", "ceil_div", "SCORE_FUNCS"]
+__all__ = ["SCORE_FUNCS", "ConfigError", "ModelConfig", "ceil_div"]

@@ -310,7 +310,7 @@ class KvCost:
     def flops_ratio(self) -> float:
         return self.flops / self.v32_flops
 
-    def scaled(self, batch: int) -> "KvCost":
+    def scaled(self, batch: int) -> KvCost:
         """The same for `batch` sequences of n_tokens each (bytes and FLOPs times batch)."""
         if batch < 1:
             raise ValueError(f"batch = {batch}; need at least one sequence")
@@ -364,7 +364,7 @@ def kv_cost(
         matmul_params = v4_matmul_params(cfg)
     release = state_breakdown(cfg, n_tokens, "release")
     bf16 = state_breakdown(cfg, n_tokens, "bf16")
-    main = lambda b: sum(sum(b[g].values()) for g in KINDS)  # noqa: E731
+    main = lambda b: sum(sum(b[g].values()) for g in KINDS)
     v32_parts = {
         p: {
             "latent": v32.n_layers * n_tokens * v32.latent_bytes(p),
@@ -438,8 +438,8 @@ def format_flops(n: float, digits: int = 1) -> str:
 def markdown_table(costs: list[KvCost]) -> str:
     """One markdown row per (flavor, context) for docs/kv.md."""
     rows = [
-        "| flavor | context | V4 state (release) | V3.2 (release) | ratio | V4 state (bf16) | V3.2 (bf16) "
-        "| ratio | V4 GFLOP/token | V3.2 GFLOP/token | ratio |",
+        ("| flavor | context | V4 state (release) | V3.2 (release) | ratio | V4 state (bf16) | V3.2 (bf16) "
+        "| ratio | V4 GFLOP/token | V3.2 GFLOP/token | ratio |"),
         "|" + "---|" * 11,
     ]
     for c in costs:
@@ -454,28 +454,28 @@ def markdown_table(costs: list[KvCost]) -> str:
 
 
 __all__ = [
+    "CONVENTIONS",
+    "GROUPS",
+    "KINDS",
+    "PARTS",
+    "PART_LABELS",
+    "PRECISIONS",
+    "V32",
     "KvCost",
     "V32Config",
-    "V32",
+    "compressor_state_bytes",
+    "format_bytes",
+    "format_flops",
+    "format_tokens",
+    "index_key_bytes",
     "kv_cost",
     "kv_vector_bytes",
-    "index_key_bytes",
-    "compressor_state_bytes",
     "layer_state_bytes",
+    "markdown_table",
+    "parse_tokens",
     "state_breakdown",
     "v4_attention_flops",
     "v4_flops",
-    "v32_flops",
     "v4_matmul_params",
-    "parse_tokens",
-    "format_tokens",
-    "format_bytes",
-    "format_flops",
-    "markdown_table",
-    "PRECISIONS",
-    "KINDS",
-    "GROUPS",
-    "PARTS",
-    "PART_LABELS",
-    "CONVENTIONS",
+    "v32_flops",
 ]

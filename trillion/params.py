@@ -29,8 +29,9 @@ import dataclasses
 import functools
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -325,17 +326,17 @@ def format_bytes(n: int, digits: int = 2) -> str:
 
 
 __all__ = [
-    "ParamReport",
-    "count_params",
-    "count_module",
-    "build_meta_model",
-    "release_bytes",
-    "format_count",
-    "format_bytes",
-    "markdown_table",
     "COMPONENTS",
     "COMPONENT_LABELS",
     "CONVENTIONS",
+    "ParamReport",
+    "build_meta_model",
+    "count_module",
+    "count_params",
+    "format_bytes",
+    "format_count",
+    "markdown_table",
+    "release_bytes",
 ]
 
 

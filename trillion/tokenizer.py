@@ -20,7 +20,7 @@ class Tokenizer:
         self.tok, self.path = tok, path
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Tokenizer":
+    def from_file(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -29,7 +29,7 @@ class Tokenizer:
         return cls(HFTokenizer.from_file(str(path)), str(path))
 
     @classmethod
-    def find(cls, folder: str | Path) -> "Tokenizer | None":
+    def find(cls, folder: str | Path) -> Tokenizer | None:
         p = Path(folder) / "tokenizer.json"
         return cls.from_file(p) if p.exists() else None
 

@@ -19,7 +19,7 @@ def copy(folder, tmp_path, name="c"):
 def rewrite(file, edit):
     """Rewrite a safetensors file through `edit(tensors) -> tensors` (on a copy: loaded models may map it)."""
     with safe_open(str(file), "pt") as f:
-        tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+        tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     save_file(edit(tensors), str(file), metadata={"format": "pt"})
 
 
@@ -41,7 +41,7 @@ def test_shard_missing_from_index(model, tmp_path):
     path = save_model(model, tmp_path / "s", max_shard_bytes=100_000)
     victim = path / "model-00002-of-" f"{len(list(path.glob('*.safetensors'))):05d}.safetensors"
     index = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
-    some_tensor = sorted(k for k, v in index.items() if v == victim.name)[0]
+    some_tensor = min(k for k, v in index.items() if v == victim.name)
     victim.unlink()
     msg = load_error(path)
     assert victim.name in msg and "model.safetensors.index.json" in msg and some_tensor in msg

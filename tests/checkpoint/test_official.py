@@ -129,7 +129,7 @@ def test_scale_in_another_shard(official_folder, official_model, want, tmp_path)
     shards = {}
     for f in (src, dst):
         with safe_open(str(path / f), "pt") as h:
-            shards[f] = {k: h.get_tensor(k).clone() for k in h.keys()}
+            shards[f] = {k: h.get_tensor(k).clone() for k in h.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     shards[dst][name] = shards[src].pop(name)
     for f, tensors in shards.items():
         save_file(tensors, str(path / f), metadata={"format": "pt"})

@@ -55,7 +55,7 @@ def test_penalties_against_brute_force():
     prompt, output = [0, 1], [3, 3, 4]
     got = apply_penalties(logits, params, prompt, output)
     want = logits.tolist()
-    for i in {0, 1, 3, 4}:
+    for i in (0, 1, 3, 4):
         want[i] = want[i] / 1.3 if want[i] > 0 else want[i] * 1.3
     for i in set(output):
         want[i] -= 0.4 + 0.25 * output.count(i)
@@ -77,7 +77,7 @@ def test_seeded_draws_are_reproducible():
 
 
 def test_bad_parameters_are_refused_with_their_name():
-    for kw in [dict(temperature=-1), dict(top_p=0), dict(top_k=-2), dict(n=0), dict(logprobs=50)]:
+    for kw in [{"temperature": -1}, {"top_p": 0}, {"top_k": -2}, {"n": 0}, {"logprobs": 50}]:
         name = next(iter(kw))
         try:
             SamplingParams(**kw)

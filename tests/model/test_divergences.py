@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from helpers import load_hf_reference, mixed_config, random_model, save_hf_reference
 
 from trillion.config import ModelConfig
+from trillion.formats import hadamard
 from trillion.model import Transformer
 from trillion.model.indexer import Indexer
 from trillion.model.moe import Gate
-from trillion.formats import hadamard
 
 
 def _logit_diff(model, tmp_path, t=45):

@@ -63,5 +63,5 @@ def test_mtp_names_follow_deepseek():
     for n in ("mtp.0.e_proj.weight", "mtp.0.h_proj.weight", "mtp.0.enorm.weight", "mtp.0.hnorm.weight",
               "mtp.0.norm.weight", "mtp.0.hc_head_fn", "mtp.0.attn.wq_a.weight", "mtp.0.ffn.gate.bias"):
         assert n in names
-    assert not any(n.startswith("mtp.0.embed") or n.startswith("mtp.0.head") for n in names)
+    assert not any(n.startswith(("mtp.0.embed", "mtp.0.head")) for n in names)
     assert to_checkpoint_name("mtp.0.attn.kv_norm.weight", HF) == "mtp.0.attn.kv_norm.weight"

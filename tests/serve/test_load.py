@@ -21,8 +21,8 @@ def _prompt(i: int) -> list[int]:
 
 
 def _request(i: int) -> dict:
-    return dict(model=MODEL, prompt=_prompt(i), max_tokens=3 + i % 4, temperature=0,
-                extra_body={"return_token_ids": True, "ignore_eos": i % 2 == 0})
+    return {"model": MODEL, "prompt": _prompt(i), "max_tokens": 3 + i % 4, "temperature": 0,
+                "extra_body": {"return_token_ids": True, "ignore_eos": i % 2 == 0}}
 
 
 def test_32_concurrent_streams_get_what_they_get_alone(url, service):
@@ -66,12 +66,14 @@ def test_client_disconnect_mid_stream_frees_its_state(url, service):
     body = {"model": MODEL, "prompt": _prompt(5), "max_tokens": 200, "temperature": 0, "stream": True,
             "ignore_eos": True}
     for _ in range(3):
-        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
-            with http.stream("POST", "/v1/completions", json=body) as r:
-                assert r.status_code == 200
-                lines = r.iter_lines()
-                first = next(line for line in lines if line.startswith("data:"))
-                assert '"text_completion"' in first
+        with (
+            httpx.Client(base_url=url, headers=AUTH, timeout=30) as http,
+            http.stream("POST", "/v1/completions", json=body) as r,
+        ):
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            assert '"text_completion"' in first
         # the connection is closed: the server notices and cancels the sequence
     wait_idle(service)
     assert _aborted(service) >= 3

@@ -2,7 +2,9 @@
 completions, chat, tool calls and reasoning, with the parameters the issue lists."""
 
 import asyncio
+import functools
 import json
+import operator
 
 import openai
 import pytest
@@ -13,7 +15,7 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
                    "required": ["city"]}}}
-GREEDY = dict(temperature=0, max_tokens=6)
+GREEDY = {"temperature": 0, "max_tokens": 6}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +45,13 @@ def test_completions_text_and_token_ids_stream_and_not(client, tokenizer):
                                             extra_body={"return_token_ids": True}))
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens and chunks[-1].choices == []
     assert "".join(ch.choices[0].text for ch in chunks[:-1]) == c.text
-    assert sum((ch.choices[0].token_ids for ch in chunks[:-1]), []) == c.token_ids
+    assert functools.reduce(operator.iadd, (ch.choices[0].token_ids for ch in chunks[:-1]), []) == c.token_ids
     assert chunks[-2].choices[0].finish_reason == c.finish_reason
 
 
 def test_completions_n_seed_logprobs_echo_and_several_prompts(client):
-    kw = dict(model=MODEL, prompt="Hello", max_tokens=5, temperature=1.0, top_p=0.9, seed=11,
-              extra_body={"ignore_eos": True})
+    kw = {"model": MODEL, "prompt": "Hello", "max_tokens": 5, "temperature": 1.0, "top_p": 0.9, "seed": 11,
+              "extra_body": {"ignore_eos": True}}
     a = client.completions.create(n=3, **kw)
     b = client.completions.create(n=3, **kw)
     assert [c.text for c in a.choices] == [c.text for c in b.choices]  # a seed reproduces

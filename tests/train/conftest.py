@@ -22,29 +22,29 @@ def _one_thread():
 
 def micro_config(**overrides) -> ModelConfig:
     """Every V4 piece at toy size: hash + window layer, CSA (indexer top-2), HCA, window-only MTP."""
-    kw = dict(
-        vocab_size=320,
-        dim=32,
-        n_layers=3,
-        n_heads=2,
-        head_dim=16,
-        rope_head_dim=8,
-        q_lora_rank=16,
-        o_groups=2,
-        o_lora_rank=8,
-        window_size=8,
-        compress_ratios=(0, 4, 8, 0),
-        index_n_heads=16,  # many heads: no indexer score ties (see tests/model/test_parity.py)
-        index_head_dim=8,
-        index_topk=2,
-        moe_inter_dim=16,
-        n_routed_experts=4,
-        n_activated_experts=2,
-        n_hash_layers=1,
-        original_seq_len=0,
-        max_seq_len=1024,
-        name="micro",
-    )
+    kw = {
+        "vocab_size": 320,
+        "dim": 32,
+        "n_layers": 3,
+        "n_heads": 2,
+        "head_dim": 16,
+        "rope_head_dim": 8,
+        "q_lora_rank": 16,
+        "o_groups": 2,
+        "o_lora_rank": 8,
+        "window_size": 8,
+        "compress_ratios": (0, 4, 8, 0),
+        "index_n_heads": 16,  # many heads: no indexer score ties (see tests/model/test_parity.py)
+        "index_head_dim": 8,
+        "index_topk": 2,
+        "moe_inter_dim": 16,
+        "n_routed_experts": 4,
+        "n_activated_experts": 2,
+        "n_hash_layers": 1,
+        "original_seq_len": 0,
+        "max_seq_len": 1024,
+        "name": "micro",
+    }
     kw.update(overrides)
     return ModelConfig(**kw)
 
@@ -81,23 +81,23 @@ def micro_json(tmp_path_factory):
 
 
 def run_config(corpus, micro_json, out, **overrides) -> TrainConfig:
-    kw = dict(
-        flavor=str(micro_json),
-        data=(str(corpus),),
-        out=str(out),
-        seq_len=32,
-        batch=4,
-        heldout=0.2,
-        steps=6,
-        warmup=2,
-        lr=1e-2,
-        log_every=1,
-        eval_every=0,
-        eval_batches=2,
-        save_every=3,
-        keep=2,
-        progress=False,
-    )
+    kw = {
+        "flavor": str(micro_json),
+        "data": (str(corpus),),
+        "out": str(out),
+        "seq_len": 32,
+        "batch": 4,
+        "heldout": 0.2,
+        "steps": 6,
+        "warmup": 2,
+        "lr": 1e-2,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_batches": 2,
+        "save_every": 3,
+        "keep": 2,
+        "progress": False,
+    }
     kw.update(overrides)
     return TrainConfig(**kw)
 

@@ -92,7 +92,7 @@ def test_export_ships_bf16_weights_whose_perplexity_eval_reproduces(short_run, t
     _, whole = short_run
     got = export_model(whole.model_dir, tmp_path / "shipped")
     with safe_open(str(tmp_path / "shipped" / "model.safetensors"), framework="pt") as f:
-        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     assert dtypes == {"BF16", "I64"}  # I64: the hash-routing tables
     assert (tmp_path / "shipped" / "tokenizer.json").is_file()
     assert evaluate_folder(tmp_path / "shipped")["eval_ppl"] == got["eval_ppl"]

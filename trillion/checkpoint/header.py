@@ -79,7 +79,7 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     try:
         header = json.loads(raw)
         if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
+            raise ValueError("the header is not a JSON object")  # noqa: TRY004 (caught just below)
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{file}: corrupt safetensors header ({e})") from None
     metadata = header.pop("__metadata__", None) or {}

@@ -140,13 +140,13 @@ def format_inspection(info: dict[str, Any]) -> str:
             if k[kind]
         )
         lines += [
-            f"config        dim {c['dim']}, {c['n_layers']} layers + {c['n_mtp_layers']} MTP, "
+            (f"config        dim {c['dim']}, {c['n_layers']} layers + {c['n_mtp_layers']} MTP, "
             f"{c['n_heads']} heads x {c['head_dim']} (rope {c['rope_head_dim']}), vocab {c['vocab_size']}, "
-            f"window {c['window_size']}",
+            f"window {c['window_size']}"),
             f"layers        {kinds}",
-            f"experts       {c['n_routed_experts']} routed (top-{c['n_activated_experts']}) + "
+            (f"experts       {c['n_routed_experts']} routed (top-{c['n_activated_experts']}) + "
             f"{c['n_shared_experts']} shared, width {c['moe_inter_dim']}, {c['n_hash_layers']} hash layers, "
-            f"{c['score_func']}",
+            f"{c['score_func']}"),
         ]
     if info.get("dtype"):
         lines.append(f"dtype         {info['dtype']}")

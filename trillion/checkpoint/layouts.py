@@ -99,8 +99,8 @@ def detect_layout(names: list[str] | set[str]) -> str:
 OFFICIAL_STORAGE = (
     (r"\.ffn\.experts\.\d+\.w[123]\.weight$", "fp4"),
     (
-        r"\.attn\.(wq_a|wq_b|wkv|wo_a|wo_b)\.weight$|\.attn\.indexer\.wq_b\.weight$"
-        r"|\.ffn\.shared_experts\.w[123]\.weight$|^mtp\.\d+\.[eh]_proj\.weight$",
+        (r"\.attn\.(wq_a|wq_b|wkv|wo_a|wo_b)\.weight$|\.attn\.indexer\.wq_b\.weight$"
+        r"|\.ffn\.shared_experts\.w[123]\.weight$|^mtp\.\d+\.[eh]_proj\.weight$"),
         "fp8",
     ),
     (r"\.tid2eid$", "int64"),

@@ -215,7 +215,7 @@ def open_safetensors(file: Path, backend: str = "mmap") -> Iterator:
     """safe_open whose failures name the file."""
     try:
         handle = safe_open(str(file), framework="pt", device="cpu", backend=backend)
-    except Exception as e:  # safetensors raises its own SafetensorError for corrupt files
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own SafetensorError for corrupt files)
         raise CheckpointError(f"{file}: cannot be opened as a safetensors file ({e})") from None
     with handle as f:
         yield f
@@ -224,7 +224,7 @@ def open_safetensors(file: Path, backend: str = "mmap") -> Iterator:
 def read_tensor(f, info: TensorInfo) -> torch.Tensor:
     try:
         return f.get_tensor(info.name)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (as above)
         raise CheckpointError(f"{info.file}: tensor {info.name!r} cannot be read ({e})") from None
 
 

@@ -28,8 +28,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.torch_dtype = getattr(torch, DTYPES[args.dtype])
-    return dict(max_seqs=args.max_seqs, max_model_len=args.max_model_len, prefill_chunk=args.prefill_chunk,
-                speculative=args.speculative, num_draft_tokens=args.num_draft_tokens, compile=args.compile)
+    return {"max_seqs": args.max_seqs, "max_model_len": args.max_model_len, "prefill_chunk": args.prefill_chunk,
+                "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens, "compile": args.compile}
 
 
 def resolve_model(model: str | None) -> str:

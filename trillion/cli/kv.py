@@ -67,8 +67,8 @@ def render(c: KvCost, batch: int = 1) -> str:
     """The human-readable table."""
     who = "one sequence" if batch == 1 else f"{batch} sequences"
     lines = [
-        f"{c.name or 'model'}: attention state of {who} at N = {c.n_tokens:,} tokens "
-        f"({format_tokens(c.n_tokens)}), and the FLOPs of decoding the next token",
+        (f"{c.name or 'model'}: attention state of {who} at N = {c.n_tokens:,} tokens "
+        f"({format_tokens(c.n_tokens)}), and the FLOPs of decoding the next token"),
         "",
         f"  {'layers':<14}{'component':<30}{'release':>16}{'bf16':>16}",
     ]
@@ -87,27 +87,27 @@ def render(c: KvCost, batch: int = 1) -> str:
         "",
         f"  {'V4 main layers':<44}{format_bytes(c.bytes):>16}{format_bytes(c.bytes_bf16):>16}",
         f"  {'V4 MTP blocks':<44}{format_bytes(c.mtp_bytes):>16}{format_bytes(c.mtp_bytes_bf16):>16}",
-        f"  {'V4 main + MTP':<44}{format_bytes(c.bytes + c.mtp_bytes):>16}"
-        f"{format_bytes(c.bytes_bf16 + c.mtp_bytes_bf16):>16}",
-        f"  {f'V3.2 ({V32.n_layers} layers: MLA latent + indexer keys)':<44}{format_bytes(c.v32_bytes):>16}"
-        f"{format_bytes(c.v32_bytes_bf16):>16}",
+        (f"  {'V4 main + MTP':<44}{format_bytes(c.bytes + c.mtp_bytes):>16}"
+        f"{format_bytes(c.bytes_bf16 + c.mtp_bytes_bf16):>16}"),
+        (f"  {f'V3.2 ({V32.n_layers} layers: MLA latent + indexer keys)':<44}{format_bytes(c.v32_bytes):>16}"
+        f"{format_bytes(c.v32_bytes_bf16):>16}"),
         f"  {'ratio V4 / V3.2 (main layers)':<44}{c.bytes_ratio:>16.1%}{c.bytes_ratio_bf16:>16.1%}",
         "",
         f"  {'FLOPs per decoded token' + (' (x batch)' if batch > 1 else ''):<44}{'V4':>16}{'V3.2':>16}",
-        f"  {'weights (2 x matmul params)':<44}{format_flops(c.flops_breakdown['weights']):>16}"
-        f"{format_flops(c.v32_flops_breakdown['weights']):>16}",
+        (f"  {'weights (2 x matmul params)':<44}{format_flops(c.flops_breakdown['weights']):>16}"
+        f"{format_flops(c.v32_flops_breakdown['weights']):>16}"),
     ]
     v4_attn = sum(v for k, v in c.flops_breakdown.items() if k.startswith("attention_"))
     lines += [
-        f"  {'attention':<44}{format_flops(v4_attn):>16}"
-        f"{format_flops(c.v32_flops_breakdown['attention']):>16}",
-        f"  {'indexer':<44}{format_flops(c.flops_breakdown['indexer']):>16}"
-        f"{format_flops(c.v32_flops_breakdown['indexer']):>16}",
+        (f"  {'attention':<44}{format_flops(v4_attn):>16}"
+        f"{format_flops(c.v32_flops_breakdown['attention']):>16}"),
+        (f"  {'indexer':<44}{format_flops(c.flops_breakdown['indexer']):>16}"
+        f"{format_flops(c.v32_flops_breakdown['indexer']):>16}"),
         f"  {'total':<44}{format_flops(c.flops):>16}{format_flops(c.v32_flops):>16}",
         f"  {'ratio V4 / V3.2':<44}{c.flops_ratio:>16.1%}",
         "",
-        f"  matmul params per token (no embedding): V4 {_count(c.matmul_params)}, V3.2 "
-        f"{_count(c.v32_matmul_params)}; MTP excluded from FLOPs",
+        (f"  matmul params per token (no embedding): V4 {_count(c.matmul_params)}, V3.2 "
+        f"{_count(c.v32_matmul_params)}; MTP excluded from FLOPs"),
         "  release precision: V4 KV vectors = non-rope dims FP8 E4M3 + 1 UE8M0 byte per 64, rope dims BF16;",
         "    V4 indexer keys FP4 E2M1 + 1 UE8M0 byte per 32; V3.2 = FlashMLA FP8 sparse cache (656 B latent)",
         "    + FP8 indexer key with a float32 scale (132 B), per token per layer",

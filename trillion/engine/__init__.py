@@ -7,4 +7,4 @@ from .engine import Engine
 from .llm import LLM, Completion, Output, StreamChunk
 from .sampling import SamplingParams
 
-__all__ = ["Completion", "Engine", "LLM", "Output", "SamplingParams", "StreamChunk"]
+__all__ = ["LLM", "Completion", "Engine", "Output", "SamplingParams", "StreamChunk"]

@@ -58,7 +58,7 @@ class Sequence:
     drafted: int = 0
     accepted: int = 0
     reserved: dict = field(default_factory=dict)  # pages held for this sequence until it ends
-    followers: list["Sequence"] = field(default_factory=list)  # samples that fork off this prefill
+    followers: list[Sequence] = field(default_factory=list)  # samples that fork off this prefill
 
     @property
     def all_ids(self) -> list[int]:
@@ -355,9 +355,7 @@ class Engine:
             s.text += s.decoder.push(token)
         reason = None
         stops = s.params.stop
-        if token == self.eos and not s.params.ignore_eos:
-            reason = "stop"
-        elif token in s.params.stop_token_ids:
+        if (token == self.eos and not s.params.ignore_eos) or token in s.params.stop_token_ids:
             reason = "stop"
         elif stops and any(t in s.text for t in stops):
             s.text = s.text[: min(s.text.index(t) for t in stops if t in s.text)]

@@ -7,9 +7,10 @@ text, finish reason, log-probabilities when asked, and timing / speculation stat
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence as Seq
 
 import torch
 

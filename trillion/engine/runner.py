@@ -47,7 +47,7 @@ class Step:
     positions: torch.Tensor  # [B, T]
 
     @classmethod
-    def make(cls, seqs: list[SeqState], stack: str, t: int, device) -> "Step":
+    def make(cls, seqs: list[SeqState], stack: str, t: int, device) -> Step:
         start = torch.tensor([s.lengths[stack] for s in seqs], dtype=torch.long, device=device)
         return cls(seqs, stack, start, start[:, None] + torch.arange(t, device=device))
 
@@ -233,7 +233,7 @@ class ModelRunner:
     ) -> torch.Tensor:
         """Attention of the new tokens against the state; returns the heads' outputs [B, T, H, K]."""
         st: LayerState = self.pool.layers[layer]
-        b, t, _ = x.shape
+        _b, t, _ = x.shape
         slots = step.slots
 
         # window: the ring (positions before the chunk) then the chunk itself

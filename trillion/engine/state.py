@@ -97,7 +97,7 @@ class StatePool:
         self.scratch = {g: 0 for g in self.groups}
         self.free_slots = list(range(max_seqs - 1, -1, -1))
         k, d = cfg.head_dim, cfg.index_head_dim
-        f32 = dict(dtype=torch.float32, device=device)
+        f32 = {"dtype": torch.float32, "device": device}
         self.layers: list[LayerState] = []
         for i in range(n):
             st = LayerState(ring=torch.zeros(max_seqs, self.ring_size, k, dtype=dtype, device=device))
@@ -176,7 +176,7 @@ class StatePool:
                 if t is not None:
                     t[child.slot] = t[seq.slot]
         for g, table in seq.pages.items():
-            stack, r = g
+            stack, _r = g
             self.ensure_pages(child, stack, child.lengths[stack])
             dst = torch.tensor(child.pages[g], dtype=torch.long)
             src = torch.tensor(table[: len(dst)], dtype=torch.long)

@@ -92,7 +92,7 @@ class Compressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Full sequence from position 0: x [B, T, D] -> entries [B, T // r, d]."""
-        b, t, _ = x.shape
+        _b, t, _ = x.shape
         n = t // self.ratio
         kv, score = self.project(x[:, : n * self.ratio])
         kv = kv.unflatten(1, (n, self.ratio))

@@ -11,7 +11,6 @@ Module and parameter names are DeepSeek's checkpoint names, so the official layo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
