@@ -32,11 +32,13 @@ reading it back with `unpack_tinygemm`; checkpoints never hold this layout.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from ..formats import all_codes, decode, e8m0
+from ..formats.blocks import FP8_AMAX_FLOOR, FP8_MAX
 from ..formats.scales import ue8m0_scale
 from .integer import INT4_OFFSET
 
@@ -261,8 +263,8 @@ def act_quant_fp8(x: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torc
     """x [M, K] -> (E4M3 [M, K], float32 UE8M0 scales [M, K / block]): DeepSeek's act_quant, whose
     dequantisation equals trillion.formats.fake_quant_fp8 (same amax floor, same scale rule)."""
     xb = x.float().unflatten(-1, (-1, block))
-    amax = xb.abs().amax(dim=-1, keepdim=True).clamp(min=1e-4)
-    s = e8m0.decode(ue8m0_scale(amax, 448.0))
+    amax = xb.abs().amax(dim=-1, keepdim=True).clamp(min=FP8_AMAX_FLOOR)
+    s = e8m0.decode(ue8m0_scale(amax, FP8_MAX))
     codes = (xb / s).to(torch.float8_e4m3fn).flatten(-2)  # |x / s| <= 448: the cast never overflows
     return codes, s.squeeze(-1)
 
@@ -305,8 +307,6 @@ def fp8_block_linear(x: torch.Tensor, codes: torch.Tensor, wscale: torch.Tensor)
         if torch.compiler.is_compiling():
             raise
         _native_fp8_broken.append(str(e))
-        import warnings
-
         warnings.warn(f"native FP8 GEMM unavailable, dequantising instead: {e}", stacklevel=2)
         return None
     return y.to(x.dtype).view(*x.shape[:-1], codes.shape[0])
