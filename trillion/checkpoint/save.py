@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..model.dtypes import param_dtype
-from .atomic import atomic_folder
+from .atomic import SIDE_FILES, SIDE_FOLDERS, atomic_folder, normal_file_mode
 from .dtype import as_dtype, dtype_name
 from .errors import CheckpointError, listing
 from .index import INDEX, SINGLE, index_dict, shard_name
@@ -31,9 +31,6 @@ from .layouts import DEEPSEEK, HF, LAYOUTS, to_checkpoint_name
 from .official import EXPERT_DTYPE, QUANTIZATION_CONFIG, check_encodable, encode_official, stored_nbytes
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
-# Files a checkpoint folder carries besides weights and config, copied by `copy_files_from`.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
-SIDE_FOLDERS = ("encoding",)  # the release's chat-format code (encoding/encoding_dsv4.py)
 
 
 def save_model(
@@ -44,13 +41,17 @@ def save_model(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | str | None = None,
     copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `model` (a Transformer) to the folder `path`, replacing it atomically if it exists.
+    """Write `model` (a Transformer) to the folder `path`, atomically.
 
     layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf only): store
     floating tensors in this compute dtype (the float32 ones stay float32); None keeps each tensor's
     own dtype. The deepseek layout fixes every tensor's storage, so it takes no dtype.
     copy_files_from: a folder whose tokenizer files (and `encoding/`) are copied alongside.
+    An existing folder holding a checkpoint we wrote has its checkpoint replaced; any other non-empty
+    folder is refused unless overwrite=True, and only a checkpoint's own files are ever replaced:
+    everything else in the folder is kept (atomic.py).
     A model quantised by `trillion.quant.quantize_model` is written as it is in memory (codes and
     scales under the release's names, its scheme in config.json; see docs/quantization.md).
     Returns the folder.
@@ -65,7 +66,9 @@ def save_model(
             )
         from ..quant.checkpoint import save_quantized
 
-        return save_quantized(model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from)
+        return save_quantized(
+            model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from, overwrite=overwrite
+        )
     layout = layout or HF
     if layout not in LAYOUTS:
         raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
@@ -96,6 +99,7 @@ def save_model(
         sizes=sizes,
         max_shard_bytes=max_shard_bytes,
         copy_files_from=copy_files_from,
+        overwrite=overwrite,
     )
 
 
@@ -108,12 +112,13 @@ def write_checkpoint(
     sizes: dict[str, int] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """The one checkpoint writer: the folder `path`, replaced atomically, holding `state` in shards.
+    """The one checkpoint writer: the folder `path`, written atomically, holding `state` in shards.
 
     encode(name, tensor) -> {checkpoint name: tensor as stored}; sizes: stored bytes per state name
     (default: as in memory), which split the shards in state order; then the index (when sharded),
-    config.json and the side files of `copy_files_from`.
+    config.json and the side files of `copy_files_from`. overwrite: as save_model's.
     """
     on_meta = [n for n, t in state.items() if t.is_meta]
     if on_meta:
@@ -123,7 +128,7 @@ def write_checkpoint(
     if sizes is None:
         sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     shards = _split(list(sizes.items()), max_shard_bytes)
-    with atomic_folder(Path(path)) as tmp:
+    with atomic_folder(Path(path), overwrite=overwrite) as tmp:
         weight_map, total = {}, 0
         for i, names in enumerate(shards):
             file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
@@ -167,13 +172,21 @@ def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
 
 
 def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
+    write_safetensors(file, tensors)
+
+
+def write_safetensors(file: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file whose permissions follow the umask like any new file (safetensors itself
+    creates it 0600, so others could not read a model they were given)."""
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
     # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
     owned = {
         k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
         for k, t in tensors.items()
     }
+    file = Path(file)
     save_file(owned, str(file), metadata={"format": "pt"})
+    file.chmod(normal_file_mode(file.parent))
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:

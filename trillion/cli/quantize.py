@@ -3,7 +3,8 @@
 A thin wrapper over `load_model`, `quantize_model` and `save_model` (docs/quantization.md): loads the
 model in float32 (a quantised checkpoint is dequantised first), computes the float logits on a fixed
 prompt, quantises, computes them again, and writes the quantised checkpoint (its scheme recorded in
-config.json; DST is replaced atomically, nothing is left behind on an error). Prints the size before
+config.json; written atomically, nothing is left behind on an error; a DST holding anything besides a
+checkpoint is refused unless --overwrite, and only a checkpoint's files are replaced there). Prints the size before
 and after, on disk and in memory, and the logit error: max / mean |diff|, top-1 agreement, KL.
 """
 
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         help="quantise a checkpoint (or a flavor's random init) with a scheme and save it",
         description="Quantise MODEL with SCHEME, report the size and logit error, and write the quantised "
-        "checkpoint to OUT (replaced atomically). Schemes: "
+        "checkpoint to OUT (atomically; only a checkpoint's files are replaced there, and an OUT holding other "
+        "files is refused unless --overwrite). Schemes: "
         + "; ".join(f"{n}: {s.description}" for n, s in SCHEMES.items()),
     )
     p.add_argument("--model", required=True, help="checkpoint folder or flavor name")
@@ -43,11 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--prompt-len", type=int, default=64, help="tokens of the fixed prompt for the logit error"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an OUT that holds other files: replace a checkpoint's files there, keep the rest",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_model
+    from ..checkpoint.atomic import check_destination
     from ..quant import fixed_tokens, get_scheme, logit_error, model_nbytes, quantize_model
 
     if args.threads:
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.head:
         changes["head"] = args.head
     scheme = get_scheme(args.scheme, **changes)  # an unknown scheme fails here, before any loading
+    check_destination(args.out, overwrite=args.overwrite)
     model = load_model(args.model, dtype=torch.float32, seed=args.seed, quantize=False)
     ids = fixed_tokens(model.cfg.vocab_size, 1, args.prompt_len)
     with torch.no_grad():
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     quantize_model(model, scheme, skip=args.skip)
     with torch.no_grad():
         err = logit_error(ref, model(ids))
-    out = save_model(model, args.out, copy_files_from=src if src.is_dir() else None)
+    out = save_model(model, args.out, copy_files_from=src if src.is_dir() else None, overwrite=args.overwrite)
     disk_after = folder_bytes(out)
 
     print(f"quantized {args.model} with scheme {scheme.name} -> {out}")

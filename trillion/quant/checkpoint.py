@@ -54,7 +54,12 @@ def quantization_entries(scheme: Scheme) -> dict:
 
 
 def save_quantized(
-    model: nn.Module, path: str | Path, *, max_shard_bytes: int, copy_files_from: str | Path | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    max_shard_bytes: int,
+    copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a quantised Transformer to the folder `path` (atomically; see the module docstring)."""
     from ..checkpoint.save import write_checkpoint
@@ -78,6 +83,7 @@ def save_quantized(
         config,
         max_shard_bytes=max_shard_bytes,
         copy_files_from=copy_files_from,
+        overwrite=overwrite,
     )
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoint import load_model, save_model
 from ..checkpoint.atomic import atomic_folder
+from ..checkpoint.save import write_safetensors
 from .data import Cursor
 
 STATE_JSON = "trainer_state.json"
@@ -118,7 +119,7 @@ def save_checkpoint(
     with atomic_folder(dest) as tmp:
         save_model(model, tmp, layout="hf")
         shutil.copy2(tokenizer_file, tmp / "tokenizer.json")
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
+        write_safetensors(tmp / STATE_TENSORS, tensors)
         doc = {
             "step": state.step,
             "cursor": state.cursor.to_dict(),
