@@ -85,7 +85,7 @@ def test_overwrite_replaces_the_old_checkpoint_files_only(tmp_path):
         save_model(model, dst)
     save_model(model, dst, overwrite=True)
     names = sorted(p.name for p in dst.iterdir())
-    assert names == ["README.md", "config.json", "model.safetensors"]
+    assert names == ["README.md", "config.json", "generation_config.json", "model.safetensors"]
     assert (dst / "README.md").read_text() == "my model card"
 
 

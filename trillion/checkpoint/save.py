@@ -8,7 +8,9 @@
             release's `quantization_config` and `expert_dtype`.
 
 Shards are filled in state_dict order (a layer's tensors stay together) and built one at a time,
-so a save needs the model plus one shard of memory. The folder is written atomically (atomic.py).
+so a save needs the model plus one shard of memory. Beside them: generation_config.json and, with a
+tokenizer, tokenizer_config.json and special_tokens_map.json (side_files.py). The folder is written
+atomically, and only a checkpoint's own files are ever replaced in it (atomic.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .errors import CheckpointError, listing
 from .index import INDEX, SINGLE, index_dict, shard_name
 from .layouts import DEEPSEEK, HF, LAYOUTS, to_checkpoint_name
 from .official import EXPERT_DTYPE, QUANTIZATION_CONFIG, check_encodable, encode_official, stored_nbytes
+from .side_files import TOKENIZER_JSON, write_side_files
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
 
@@ -48,7 +51,10 @@ def save_model(
     layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf only): store
     floating tensors in this compute dtype (the float32 ones stay float32); None keeps each tensor's
     own dtype. The deepseek layout fixes every tensor's storage, so it takes no dtype.
-    copy_files_from: a folder whose tokenizer files (and `encoding/`) are copied alongside.
+    copy_files_from: a folder whose tokenizer files, generation_config.json and `encoding/` are copied
+    alongside, or a tokenizer.json file. Those of tokenizer_config.json, special_tokens_map.json and
+    generation_config.json that are not copied are written from the config (side_files.py), so that
+    transformers, vLLM and lm-eval find BOS / EOS, the chat template and generation defaults.
     An existing folder holding a checkpoint we wrote has its checkpoint replaced; any other non-empty
     folder is refused unless overwrite=True, and only a checkpoint's own files are ever replaced:
     everything else in the folder is kept (atomic.py).
@@ -118,7 +124,7 @@ def write_checkpoint(
 
     encode(name, tensor) -> {checkpoint name: tensor as stored}; sizes: stored bytes per state name
     (default: as in memory), which split the shards in state order; then the index (when sharded),
-    config.json and the side files of `copy_files_from`. overwrite: as save_model's.
+    config.json, the side files of `copy_files_from` and those it lacks (side_files.py). overwrite: as save_model's.
     """
     on_meta = [n for n, t in state.items() if t.is_meta]
     if on_meta:
@@ -144,6 +150,7 @@ def write_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if copy_files_from is not None:
             _copy_side_files(Path(copy_files_from), tmp)
+        write_side_files(tmp, config, final=Path(path))
     return Path(path)
 
 
@@ -190,6 +197,9 @@ def write_safetensors(file: str | Path, tensors: dict[str, torch.Tensor]) -> Non
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:
+    if src.is_file():  # a tokenizer.json of its own (a training run's)
+        shutil.copy2(src, dst / TOKENIZER_JSON)
+        return
     if not src.is_dir():
         return
     for name in SIDE_FILES:

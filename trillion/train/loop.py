@@ -200,8 +200,7 @@ def _save(run: Path, model, opts, st: state.TrainerState, cfg: TrainConfig) -> N
 
 def export(model, dest: Path, tokenizer_file: Path, cfg: TrainConfig, final: dict, ds) -> Path:
     """RUN/model: weights (hf layout), tokenizer and training.json (what `trillion eval` reproduces)."""
-    save_model(model, dest, layout="hf")
-    (dest / TOKENIZER).write_bytes(Path(tokenizer_file).read_bytes())
+    save_model(model, dest, layout="hf", copy_files_from=tokenizer_file)  # + tokenizer/generation configs
     info = {
         "data": list(cfg.data),
         "heldout": cfg.heldout,

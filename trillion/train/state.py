@@ -117,8 +117,7 @@ def save_checkpoint(
         tensors.update(t)
         meta[name] = m
     with atomic_folder(dest) as tmp:
-        save_model(model, tmp, layout="hf")
-        shutil.copy2(tokenizer_file, tmp / "tokenizer.json")
+        save_model(model, tmp, layout="hf", copy_files_from=tokenizer_file)
         write_safetensors(tmp / STATE_TENSORS, tensors)
         doc = {
             "step": state.step,
