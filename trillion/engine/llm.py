@@ -100,7 +100,7 @@ class LLM:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("text prompts need a tokenizer; give token ids or load a model with tokenizer.json")
-            return self.tokenizer.encode(prompt)
+            return self.tokenizer.encode_prompt(prompt, bos_token_id=self.model.cfg.bos_token_id)  # BOS first
         return [int(t) for t in prompt]
 
     def _output(self, prompt, ids: list[int], seqs: list[Sequence], started: float) -> Output:

@@ -197,7 +197,7 @@ class Service:
 
     def text_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
-            ids = self._need_tokenizer("a text prompt").encode(prompt)
+            ids = self._need_tokenizer("a text prompt").encode_prompt(prompt, bos_token_id=self.engine.cfg.bos_token_id)
             if not ids:
                 raise RequestError("the prompt is empty", param="prompt")
             return ids
