@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 NAMES = {
@@ -39,4 +42,15 @@ def config_dtype(raw: dict) -> torch.dtype | None:
     try:
         return as_dtype(value) if value else None
     except ValueError:
+        return None
+
+
+def folder_dtype(src: str | Path) -> torch.dtype | None:
+    """The compute dtype a checkpoint folder's config.json records; None for a flavor or no record."""
+    config = Path(src) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return config_dtype(json.loads(config.read_text()))
+    except ValueError:  # unreadable: load_model names the file
         return None

@@ -48,9 +48,10 @@ def save_model(
 ) -> Path:
     """Write `model` (a Transformer) to the folder `path`, atomically.
 
-    layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf only): store
-    floating tensors in this compute dtype (the float32 ones stay float32); None keeps each tensor's
-    own dtype. The deepseek layout fixes every tensor's storage, so it takes no dtype.
+    layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf, or a quantised
+    model's float tensors): store floating tensors in this compute dtype (the float32 ones stay
+    float32); None keeps each tensor's own dtype. The deepseek layout fixes every tensor's storage,
+    so it takes no dtype.
     copy_files_from: a folder whose tokenizer files, generation_config.json and `encoding/` are copied
     alongside, or a tokenizer.json file. Those of tokenizer_config.json, special_tokens_map.json and
     generation_config.json that are not copied are written from the config (side_files.py), so that
@@ -65,15 +66,20 @@ def save_model(
     from ..quant.swap import is_quantized  # trillion.quant builds on this package: import late
 
     if is_quantized(model):
-        if layout not in (None, DEEPSEEK) or dtype is not None:
+        if layout not in (None, DEEPSEEK):
             raise ValueError(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
-                f"under the release's names); got layout={layout!r}, dtype={dtype!r}: pass neither"
+                f"under the release's names); got layout={layout!r}: pass layout=None"
             )
         from ..quant.checkpoint import save_quantized
 
         return save_quantized(
-            model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from, overwrite=overwrite
+            model,
+            path,
+            max_shard_bytes=max_shard_bytes,
+            dtype=as_dtype(dtype) if dtype is not None else None,
+            copy_files_from=copy_files_from,
+            overwrite=overwrite,
         )
     layout = layout or HF
     if layout not in LAYOUTS:

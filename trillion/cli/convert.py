@@ -11,7 +11,6 @@ only a checkpoint's own files are ever replaced there (trillion.checkpoint.atomi
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 from ..checkpoint import load_model, save_model
 from ..checkpoint.atomic import check_destination
-from ..checkpoint.dtype import as_dtype, config_dtype
+from ..checkpoint.dtype import as_dtype, folder_dtype
 from ..checkpoint.layouts import DEEPSEEK, HF, LAYOUTS
 from ..checkpoint.save import DEFAULT_MAX_SHARD_BYTES
 
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     max_shard_bytes = parse_size(args.max_shard_size)
     check_destination(args.dst, overwrite=args.overwrite)  # before the (slow) load
     if args.to == HF:
-        dtype = as_dtype(args.dtype) if args.dtype else _source_dtype(src)
+        dtype = as_dtype(args.dtype) if args.dtype else (folder_dtype(src) or torch.float32)
     else:
         dtype = torch.float32
     model = load_model(args.src, dtype=dtype, seed=args.seed, quantize=False)
@@ -79,13 +78,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.dst} ({args.to} layout) from {args.src}")
     return 0
-
-
-def _source_dtype(src: Path) -> torch.dtype:
-    config = src / "config.json"
-    if src.is_dir() and config.is_file():
-        return config_dtype(json.loads(config.read_text())) or torch.float32
-    return torch.float32
 
 
 def parse_size(text: str) -> int:

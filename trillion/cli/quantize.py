@@ -2,10 +2,11 @@
 
 A thin wrapper over `load_model`, `quantize_model` and `save_model` (docs/quantization.md): loads the
 model in float32 (a quantised checkpoint is dequantised first), computes the float logits on a fixed
-prompt, quantises, computes them again, and writes the quantised checkpoint (its scheme recorded in
-config.json; written atomically, nothing is left behind on an error; a DST holding anything besides a
-checkpoint is refused unless --overwrite, and only a checkpoint's files are replaced there). Prints the size before
-and after, on disk and in memory, and the logit error: max / mean |diff|, top-1 agreement, KL.
+prompt, quantises, computes them again, and writes the quantised checkpoint: its scheme recorded in
+config.json, the float tensors it keeps in the source's dtype (`--dtype` to choose). The write is
+atomic (nothing is left behind on an error); an OUT holding anything besides a checkpoint is refused
+unless --overwrite, and only a checkpoint's files are replaced there. Prints the size before and
+after, on disk and in memory, and the logit error: max / mean |diff|, top-1 agreement, KL.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--skip", action="append", default=[], help="regex of module names to keep in float (repeatable)"
     )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        help="dtype of the stored float (not quantised) tensors; those DeepSeek keeps in float32 stay "
+        "float32; default: the source's (float32 for a flavor)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random init when MODEL is a flavor")
     p.add_argument(
         "--prompt-len", type=int, default=64, help="tokens of the fixed prompt for the logit error"
@@ -56,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_model
     from ..checkpoint.atomic import check_destination
+    from ..checkpoint.dtype import as_dtype, folder_dtype
     from ..quant import fixed_tokens, get_scheme, logit_error, model_nbytes, quantize_model
 
     if args.threads:
@@ -75,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
     quantize_model(model, scheme, skip=args.skip)
     with torch.no_grad():
         err = logit_error(ref, model(ids))
-    out = save_model(model, args.out, copy_files_from=src if src.is_dir() else None, overwrite=args.overwrite)
+    out = save_model(
+        model,
+        args.out,
+        dtype=as_dtype(args.dtype) if args.dtype else (folder_dtype(src) or torch.float32),
+        copy_files_from=src if src.is_dir() else None,
+        overwrite=args.overwrite,
+    )
     disk_after = folder_bytes(out)
 
     print(f"quantized {args.model} with scheme {scheme.name} -> {out}")

@@ -4,7 +4,10 @@ Files. The release's names (the "deepseek" layout: our names), one safetensors f
 index, and config.json = the model config + `"quantization_config": scheme.to_config()` (+
 `"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release). A quantised Linear stores
 `NAME.weight` (codes) and `NAME.scale` in its format's dtypes (linear.py); every other tensor is
-stored exactly as the model holds it, so save -> load gives the same logits. For `v4-release` this is
+stored as the model holds it, or in the compute dtype `save_model(..., dtype=)` names (float32 for
+what DeepSeek keeps in float32): a quantised copy of a bf16 model stores its embedding, head and the
+rest in bf16, not float32. Either way save -> load gives the same logits when the values are exact
+in that dtype (as a bf16 source's are). For `v4-release` this is
 the official layout: FP8 E4M3 + UE8M0 [ceil(N/128), ceil(K/128)] and packed E2M1 int8 + UE8M0
 [N, K/32], with the release's quantization_config keys.
 
@@ -58,10 +61,16 @@ def save_quantized(
     path: str | Path,
     *,
     max_shard_bytes: int,
+    dtype: torch.dtype | None = None,
     copy_files_from: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a quantised Transformer to the folder `path` (atomically; see the module docstring)."""
+    """Write a quantised Transformer to the folder `path` (atomically; see the module docstring).
+
+    dtype: the compute dtype the float (not quantised) tensors are stored in, those DeepSeek keeps in
+    float32 staying float32 (`param_dtype`); None keeps each as the model holds it. Quantised codes and
+    scales are stored in their formats' dtypes either way.
+    """
     from ..checkpoint.save import write_checkpoint
 
     scheme = getattr(model, "quant_scheme", None)
@@ -69,18 +78,27 @@ def save_quantized(
         raise CheckpointError(
             "the model holds quantised modules but no `quant_scheme`; quantise it with quantize_model"
         )
-    compute = dtype_name(model.embed.weight.dtype)
+    compute = dtype_name(dtype or model.embed.weight.dtype)
     config = {
         **model.cfg.to_hf_dict(),
         "dtype": compute,
         "torch_dtype": compute,
         **quantization_entries(scheme),
     }
+    state = model.state_dict()
+    owned = {f"{n}.{leaf}" for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
+
+    def stored_dtype(name: str, t: torch.Tensor) -> torch.dtype:
+        if dtype is None or name in owned or not t.is_floating_point():
+            return t.dtype
+        return param_dtype(name, dtype)
+
     return write_checkpoint(
         path,
-        model.state_dict(),
-        lambda n, t: {n: t.detach().cpu().contiguous()},
+        state,
+        lambda n, t: {n: t.detach().cpu().to(stored_dtype(n, t)).contiguous()},
         config,
+        sizes={n: t.numel() * stored_dtype(n, t).itemsize for n, t in state.items()},
         max_shard_bytes=max_shard_bytes,
         copy_files_from=copy_files_from,
         overwrite=overwrite,
