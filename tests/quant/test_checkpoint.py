@@ -194,3 +194,17 @@ def test_float_tensors_are_stored_in_the_compute_dtype(model, scheme, tmp_path):
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
     tokens = torch.randint(0, 97, (1, 21), generator=torch.Generator().manual_seed(2))
     assert torch.equal(load_model(folder)(tokens), q(tokens))
+
+
+@torch.no_grad()
+def test_a_checkpoint_quantised_with_skip_loads(model, tmp_path):
+    """Modules left in float by `skip` are recorded (modules_to_not_convert) and load in float."""
+    q = quantize_model(model, "int8", skip=[r"^mtp\.", r"layers\.1\.attn\.wq_a$"], inplace=False)
+    folder = save_model(q, tmp_path / "skip")
+    kept = json.loads((folder / "config.json").read_text())["quantization_config"]["modules_to_not_convert"]
+    assert "layers.1.attn.wq_a" in kept and "mtp.0.attn.wq_a" in kept and "layers.0.attn.wq_a" not in kept
+    loaded = load_model(folder)
+    assert type(loaded.layers[1].attn.wq_a) is nn.Linear and type(loaded.layers[0].attn.wq_a) is Int8Linear
+    assert set(quantized_modules(loaded)) == set(quantized_modules(q))
+    tokens = torch.randint(0, 97, (1, 19), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(loaded(tokens), q(tokens))

@@ -84,6 +84,9 @@ def test_bad_input_is_named_and_leaves_nothing_behind(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["quantize", "--model", "tiny", "--out", str(out), "--scheme", "int5"]) == 1
     assert "unknown quantisation scheme 'int5'" in capsys.readouterr().err
+    assert main(["quantize", "--model", "tiny", "--out", str(out), "--scheme", "int8", "--skip", "["]) == 1
+    err = capsys.readouterr().err
+    assert "--skip '[': not a regular expression (unterminated character set" in err and "Traceback" not in err
 
     odd = save_model(_model(moe_inter_dim=48), tmp_path / "odd")
     assert (

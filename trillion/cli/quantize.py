@@ -12,6 +12,7 @@ after, on disk and in memory, and the logit error: max / mean |diff|, top-1 agre
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import torch
@@ -72,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if args.head:
         changes["head"] = args.head
     scheme = get_scheme(args.scheme, **changes)  # an unknown scheme fails here, before any loading
+    for pattern in args.skip:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"--skip {pattern!r}: not a regular expression ({e})") from None
     check_destination(args.out, overwrite=args.overwrite)
     model = load_model(args.model, dtype=torch.float32, seed=args.seed, quantize=False)
     ids = fixed_tokens(model.cfg.vocab_size, 1, args.prompt_len)

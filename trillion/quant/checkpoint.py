@@ -2,7 +2,8 @@
 
 Files. The release's names (the "deepseek" layout: our names), one safetensors file or shards with an
 index, and config.json = the model config + `"quantization_config": scheme.to_config()` (+
-`"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release). A quantised Linear stores
+`"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release; + `modules_to_not_convert`,
+transformers' key, naming the modules the scheme covers that `skip` left in float). A quantised Linear stores
 `NAME.weight` (codes) and `NAME.scale` in its format's dtypes (linear.py); every other tensor is
 stored as the model holds it, or in the compute dtype `save_model(..., dtype=)` names (float32 for
 what DeepSeek keeps in float32): a quantised copy of a bf16 model stores its embedding, head and the
@@ -23,6 +24,8 @@ Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,14 +46,18 @@ from .schemes import Scheme, get_scheme
 from .swap import dequantize_model, quantize_model, quantized_modules
 
 NO_QUANT = (False, "none")
+KEEP_FLOAT = "modules_to_not_convert"  # transformers' key for the modules a quantisation leaves in float
 
 
 # ---------------------------------------------------------------------------------------------- save
 
 
-def quantization_entries(scheme: Scheme) -> dict:
-    """The keys a quantised checkpoint's config.json adds."""
+def quantization_entries(scheme: Scheme, keep_float: list[str] | tuple = ()) -> dict:
+    """The keys a quantised checkpoint's config.json adds; keep_float: the modules the scheme covers
+    that were left in float (quantize_model's `skip`), under transformers' name for them."""
     out = {"quantization_config": scheme.to_config()}
+    if keep_float:
+        out["quantization_config"][KEEP_FLOAT] = sorted(keep_float)
     if scheme.experts == "mxfp4":
         out["expert_dtype"] = "fp4"
     return out
@@ -83,7 +90,7 @@ def save_quantized(
         **model.cfg.to_hf_dict(),
         "dtype": compute,
         "torch_dtype": compute,
-        **quantization_entries(scheme),
+        **quantization_entries(scheme, _kept_float(model, scheme)),
     }
     state = model.state_dict()
     owned = {f"{n}.{leaf}" for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
@@ -103,6 +110,16 @@ def save_quantized(
         copy_files_from=copy_files_from,
         overwrite=overwrite,
     )
+
+
+def _kept_float(model: nn.Module, scheme: Scheme) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and scheme.format_for(n)]
+
+
+def kept_float(raw: dict) -> list[str]:
+    """The modules a checkpoint's config says were left in float (quantize_model's `skip`)."""
+    names = (raw.get("quantization_config") or {}).get(KEEP_FLOAT) or []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -166,12 +183,15 @@ def _same_storage(a: Scheme, b: Scheme) -> bool:
     )
 
 
-def quantized_meta_model(cfg: ModelConfig, scheme: Scheme, dtype: torch.dtype) -> Transformer:
-    """The model `cfg` describes, on meta, cast to `dtype`, with empty quantised modules."""
+def quantized_meta_model(
+    cfg: ModelConfig, scheme: Scheme, dtype: torch.dtype, keep_float: list[str] | tuple = ()
+) -> Transformer:
+    """The model `cfg` describes, on meta, cast to `dtype`, with empty quantised modules (but for the
+    modules named in keep_float)."""
     with torch.device("meta"):
         model = Transformer(cfg)
     cast_model(model, dtype)
-    return quantize_model(model, scheme)
+    return quantize_model(model, scheme, skip=[f"^{re.escape(n)}$" for n in keep_float])
 
 
 def match_tensors(tensors: dict[str, TensorInfo], model: Transformer) -> Plan:
@@ -239,7 +259,7 @@ def quantized_plan(tensors: dict[str, TensorInfo], cfg: ModelConfig, raw: dict) 
     scheme = stored_scheme(raw)
     if scheme is None:
         return None
-    return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32))
+    return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32, kept_float(raw)))
 
 
 def load_quantized(
@@ -263,8 +283,9 @@ def load_quantized(
 
     folder = Path(folder)
     tensors = checkpoint_tensors(folder) if tensors is None else tensors
+    raw = json.loads((folder / "config.json").read_text())  # load_model has read it: it parses
     try:
-        model = quantized_meta_model(cfg, scheme, dtype)
+        model = quantized_meta_model(cfg, scheme, dtype, kept_float(raw))
     except ValueError as e:  # the scheme does not fit the config's shapes
         raise CheckpointError(f"{folder}: {e}") from None
     plan = match_tensors(tensors, model)
