@@ -18,6 +18,12 @@ from trillion.cli.main import main
 TOKENS = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(1))  # tiny: vocab 512
 
 
+def same_weights(a, b) -> bool:
+    """The weights round-trip exactly (logits of memory-mapped weights may take other kernel paths)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def precious_folder(path):
     """A folder of a user's own files: a text file, a subfolder, a link."""
     path.mkdir()
@@ -57,8 +63,7 @@ def test_convert_with_overwrite_keeps_other_files(tmp_path):
     assert main(["convert", "tiny", str(dst), "--to", "hf", "--overwrite", "--seed", "2"]) == 0
     assert_untouched(dst, inodes)
     assert {"config.json", "model.safetensors"} <= {p.name for p in dst.iterdir()}
-    with torch.no_grad():
-        assert torch.equal(load_model(dst)(TOKENS), load_model("tiny", seed=2)(TOKENS))
+    assert same_weights(load_model(dst), load_model("tiny", seed=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
 
@@ -95,10 +100,10 @@ def test_a_checkpoint_we_wrote_is_replaced_without_overwrite(tmp_path):
     (dst / "training.json").write_text('{"steps": 5}')  # what train / export write beside a checkpoint
     save_model(load_model("tiny", seed=4), dst)
     assert (dst / "training.json").read_text() == '{"steps": 5}'
-    with torch.no_grad():
-        assert torch.equal(load_model(dst)(TOKENS), load_model("tiny", seed=4)(TOKENS))
+    assert same_weights(load_model(dst), load_model("tiny", seed=4))
 
 
+@pytest.mark.filterwarnings("ignore:.*tokenizer.json")  # the placeholder tokenizer is carried, not read
 @torch.no_grad()
 def test_convert_onto_itself_keeps_side_files(tmp_path):
     src = tmp_path / "run-model"
