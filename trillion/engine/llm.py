@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..assets import DEFAULT_MODEL, shipped_model
+from ..errors import UserError
 from ..model import Transformer
 from ..tokenizer import Tokenizer
 from .engine import Engine, Sequence
@@ -66,7 +68,7 @@ class StreamChunk:
 
 
 class LLM:
-    """Load (or take) a model and generate from it.
+    """Load (or take) a model and generate from it; with no model, the demo model shipped in the package.
 
     engine options: max_seqs, max_model_len, prefill_chunk, page_size, kv_cache_tokens,
     speculative ("mtp" or None), num_draft_tokens.
@@ -74,7 +76,7 @@ class LLM:
 
     def __init__(
         self,
-        model: Transformer | str | Path,
+        model: Transformer | str | Path = DEFAULT_MODEL,
         *,
         tokenizer: Tokenizer | str | Path | None = None,
         dtype: torch.dtype | None = None,
@@ -86,6 +88,7 @@ class LLM:
         else:
             from ..checkpoint import load_model
 
+            model = shipped_model(model) or model  # `demo`: its folder, which holds the tokenizer too
             self.model = load_model(model, dtype=dtype, seed=seed)
             if tokenizer is None and Path(str(model)).is_dir():
                 tokenizer = Tokenizer.find(model)
@@ -94,14 +97,15 @@ class LLM:
         self.tokenizer: Tokenizer | None = tokenizer
         self.engine = Engine(self.model, self.tokenizer, **engine_options)
 
-    # ------------------------------------------------------------------ helpers
-
-    def _ids(self, prompt: str | list[int]) -> list[int]:
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        """The token ids the engine is given for `prompt` (text through the tokenizer; ids checked as ints)."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise ValueError("text prompts need a tokenizer; give token ids or load a model with tokenizer.json")
+                raise UserError("text prompts need a tokenizer; give token ids or load a model with tokenizer.json")
             return self.tokenizer.encode(prompt)
         return [int(t) for t in prompt]
+
+    # ------------------------------------------------------------------ helpers
 
     def _output(self, prompt, ids: list[int], seqs: list[Sequence], started: float) -> Output:
         comps = [
@@ -139,11 +143,11 @@ class LLM:
         params = sampling_params or SamplingParams()
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(plist) != len(prompts):
-            raise ValueError(f"{len(plist)} sampling params for {len(prompts)} prompts")
+            raise UserError(f"{len(plist)} sampling params for {len(prompts)} prompts")
         started = time.perf_counter()
         jobs = []
         for prompt, p in zip(prompts, plist):
-            ids = self._ids(prompt)
+            ids = self.encode(prompt)
             jobs.append((prompt, ids, self.engine.add_request(ids, p)))
         bar = None
         if progress:
@@ -165,7 +169,7 @@ class LLM:
         self, prompt: str | list[int], sampling_params: SamplingParams | None = None
     ) -> Iterator[StreamChunk]:
         """Yield tokens of one prompt as they come (all n completions interleaved)."""
-        ids = self._ids(prompt)
+        ids = self.encode(prompt)
         seqs = self.engine.add_request(ids, sampling_params or SamplingParams())
         mine = {id(s) for s in seqs}
         try:
