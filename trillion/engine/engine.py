@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UserError
 from ..model import Transformer
 from ..tokenizer import IncrementalDecoder, Tokenizer
 from .decode import Decoder
@@ -91,12 +92,18 @@ class Engine:
         compile: bool = False,
     ):
         cfg = model.cfg
+        counts = {"max_seqs": max_seqs, "max_model_len": max_model_len, "prefill_chunk": prefill_chunk,
+                  "page_size": page_size, "kv_cache_tokens": kv_cache_tokens, "num_draft_tokens": num_draft_tokens}
+        optional = ("max_model_len", "kv_cache_tokens")  # None: derived from the model
+        for name, value in counts.items():
+            if value is None and name in optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} = {value!r}: expected an integer >= 1" + (" or None" if name in optional else ""))
         if speculative not in (None, "mtp"):
-            raise ValueError(f"speculative = {speculative!r}; the only method is 'mtp'")
+            raise UserError(f"speculative = {speculative!r}; the only method is 'mtp'")
         if speculative and not cfg.n_mtp_layers:
-            raise ValueError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
-        if num_draft_tokens < 1:
-            raise ValueError(f"num_draft_tokens = {num_draft_tokens} must be >= 1")
+            raise UserError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
         if speculative and compile:
             warnings.warn(
                 "speculative='mtp' with compile=True decodes slower than compile=True alone: plain decode "
@@ -129,20 +136,20 @@ class Engine:
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Sequence]:
         params = params or SamplingParams()
         if not prompt_ids:
-            raise ValueError("the prompt is empty: give at least one token")
+            raise UserError("the prompt is empty: give at least one token")
         bad = [t for t in prompt_ids if not 0 <= t < self.cfg.vocab_size]
         if bad:
-            raise ValueError(f"prompt token ids out of range [0, {self.cfg.vocab_size}): {bad[:5]}")
+            raise UserError(f"prompt token ids out of range [0, {self.cfg.vocab_size}): {bad[:5]}")
         total = len(prompt_ids) + params.max_new_tokens
         if total > self.max_model_len:
-            raise ValueError(
+            raise UserError(
                 f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) = {total} exceeds "
                 f"the maximum model length {self.max_model_len}"
             )
         if params.n > self.pool.max_seqs:
-            raise ValueError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
+            raise UserError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
         if not self._fits_ever(total, params.n):
-            raise ValueError(
+            raise UserError(
                 f"a request of {total} tokens x n = {params.n} samples can never fit the state pool "
                 f"(raise kv_cache_tokens or lower max_new_tokens)"
             )
