@@ -41,6 +41,7 @@ from typing import Any
 
 from .config import ModelConfig, ceil_div
 from .errors import UserError
+from .units import format_bytes
 
 PRECISIONS = ("release", "bf16")
 KINDS = ("window", "csa", "hca")
@@ -420,12 +421,6 @@ def format_tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def format_bytes(n: float, digits: int = 2) -> str:
-    """Decimal units (GB = 1e9), as docs/params.md."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.{digits}f} {unit}"
-    return f"{int(n)} B"
 
 
 def format_flops(n: float, digits: int = 1) -> str:

@@ -169,7 +169,7 @@ def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
 
 def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
-    # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
+    # stacked expert weights, trillion.engine.experts.stack_experts) is written from its own copy
     owned = {
         k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
         for k, t in tensors.items()

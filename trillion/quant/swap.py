@@ -118,8 +118,9 @@ def dequantize_model(model: nn.Module) -> nn.Module:
 def set_kernel_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Activation dtype of the int8 / int4 CPU kernels: bfloat16 (the default: fast) or float32 (exact).
 
-    A compiled decoder (`LLM(..., compile=True)`) stacks the experts' codes and scales when it is
-    built; set the kernel dtype before building one (a decoder built earlier keeps the old scales).
+    `trillion.engine.experts.stack_experts` (what `LLM(..., compile=True)` does when it is built)
+    stacks the experts' codes and scales; set the kernel dtype before it (stacks made earlier keep
+    the old scales).
     """
     for m in quantized_modules(model).values():
         m.set_kernel_dtype(dtype)
