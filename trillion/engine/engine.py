@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import ceil_div
+from ..errors import UserError
 from ..model import Transformer
 from .experts import make_dispatch
 from .runner import ModelRunner
@@ -75,7 +76,7 @@ class Event:
 
 def _positive(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} = {value!r}: expected an integer >= {minimum}")
+        raise UserError(f"{name} = {value!r}: expected an integer >= {minimum}")
 
 
 class Engine:
@@ -107,9 +108,9 @@ class Engine:
             if value is not None:
                 _positive(name, value)
         if speculative not in (None, "mtp"):
-            raise ValueError(f"speculative = {speculative!r}; the only method is 'mtp'")
+            raise UserError(f"speculative = {speculative!r}; the only method is 'mtp'")
         if speculative and not cfg.n_mtp_layers:
-            raise ValueError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
+            raise UserError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
         if speculative and compile:
             warnings.warn(
                 "speculative='mtp' with compile=True: drafts and checks run as compiled graphs too, but each "
@@ -146,20 +147,20 @@ class Engine:
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Sequence]:
         params = params or SamplingParams()
         if not prompt_ids:
-            raise ValueError("the prompt is empty: give at least one token")
+            raise UserError("the prompt is empty: give at least one token")
         bad = [t for t in prompt_ids if not 0 <= t < self.cfg.vocab_size]
         if bad:
-            raise ValueError(f"prompt token ids out of range [0, {self.cfg.vocab_size}): {bad[:5]}")
+            raise UserError(f"prompt token ids out of range [0, {self.cfg.vocab_size}): {bad[:5]}")
         total = len(prompt_ids) + params.max_new_tokens
         if total > self.max_model_len:
-            raise ValueError(
+            raise UserError(
                 f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) = {total} exceeds "
                 f"the maximum model length {self.max_model_len}"
             )
         if params.n > self.pool.max_seqs:
-            raise ValueError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
+            raise UserError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
         if not self.pool.fits_ever(self._need(len(prompt_ids), params), params.n):
-            raise ValueError(
+            raise UserError(
                 f"a request of {total} tokens x n = {params.n} samples can never fit the state pool "
                 f"(raise kv_cache_tokens or lower max_new_tokens)"
             )

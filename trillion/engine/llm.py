@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..assets import DEFAULT_MODEL, shipped_model
+from ..errors import UserError
 from ..model import Transformer
 from ..tokenizer import TextStream, Tokenizer
 from .engine import Engine, Event, Sequence
@@ -78,7 +80,7 @@ class _Text:
 
 
 class LLM:
-    """Load (or take) a model and generate from it.
+    """Load (or take) a model and generate from it; with no model, the demo model shipped in the package.
 
     engine options (trillion.engine.Engine): max_seqs, max_model_len, prefill_chunk, page_size,
     kv_cache_tokens, speculative ("mtp" or None), num_draft_tokens, compile, experts.
@@ -86,7 +88,7 @@ class LLM:
 
     def __init__(
         self,
-        model: Transformer | str | Path,
+        model: Transformer | str | Path = DEFAULT_MODEL,
         *,
         tokenizer: Tokenizer | str | Path | None = None,
         dtype: torch.dtype | None = None,
@@ -98,6 +100,7 @@ class LLM:
         else:
             from ..checkpoint import load_model
 
+            model = shipped_model(model) or model  # `demo`: its folder, which holds the tokenizer too
             self.model = load_model(model, dtype=dtype, seed=seed)
             if tokenizer is None and Path(str(model)).is_dir():
                 tokenizer = Tokenizer.find(model)
@@ -107,12 +110,11 @@ class LLM:
         self.engine = Engine(self.model, **engine_options)
         self._texts: dict[int, _Text] = {}  # sequence id -> its text, while its request runs
 
-    # ------------------------------------------------------------------ helpers
-
-    def _ids(self, prompt: str | list[int]) -> list[int]:
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        """The token ids the engine is given for `prompt` (text through the tokenizer; ids checked as ints)."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise ValueError("text prompts need a tokenizer; give token ids or load a model with tokenizer.json")
+                raise UserError("text prompts need a tokenizer; give token ids or load a model with tokenizer.json")
             return self.tokenizer.encode(prompt)
         return [int(t) for t in prompt]
 
@@ -176,12 +178,12 @@ class LLM:
         params = sampling_params or SamplingParams()
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(plist) != len(prompts):
-            raise ValueError(f"{len(plist)} sampling params for {len(prompts)} prompts")
+            raise UserError(f"{len(plist)} sampling params for {len(prompts)} prompts")
         started = time.perf_counter()
         jobs = []
         try:
             for prompt, p in zip(prompts, plist):
-                ids = self._ids(prompt)
+                ids = self.encode(prompt)
                 jobs.append((prompt, ids, self._add(ids, p)))
             bar = None
             if progress:
@@ -207,7 +209,7 @@ class LLM:
         self, prompt: str | list[int], sampling_params: SamplingParams | None = None
     ) -> Iterator[StreamChunk]:
         """Yield tokens of one prompt as they come (all n completions interleaved)."""
-        ids = self._ids(prompt)
+        ids = self.encode(prompt)
         seqs = self._add(ids, sampling_params or SamplingParams())
         mine = {s.id for s in seqs}
         try:
