@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import UserError
 from ..model.dtypes import param_dtype
 from .atomic import SIDE_FILES, SIDE_FOLDERS, atomic_folder, normal_file_mode
 from .dtype import as_dtype, dtype_name
@@ -67,7 +68,7 @@ def save_model(
 
     if is_quantized(model):
         if layout not in (None, DEEPSEEK):
-            raise ValueError(
+            raise UserError(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
                 f"under the release's names); got layout={layout!r}: pass layout=None"
             )
@@ -83,9 +84,9 @@ def save_model(
         )
     layout = layout or HF
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
+        raise UserError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
     if layout == DEEPSEEK and dtype is not None:
-        raise ValueError("the deepseek layout fixes each tensor's storage; pass dtype=None")
+        raise UserError("the deepseek layout fixes each tensor's storage; pass dtype=None")
     dtype = as_dtype(dtype) if dtype is not None else None
     state = model.state_dict()
     if layout == HF:
@@ -136,7 +137,7 @@ def write_checkpoint(
     if on_meta:
         raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
     if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        raise UserError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     if sizes is None:
         sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     shards = _split(list(sizes.items()), max_shard_bytes)
@@ -192,7 +193,7 @@ def write_safetensors(file: str | Path, tensors: dict[str, torch.Tensor]) -> Non
     """A safetensors file whose permissions follow the umask like any new file (safetensors itself
     creates it 0600, so others could not read a model they were given)."""
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
-    # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
+    # stacked expert weights, trillion.engine.experts.stack_experts) is written from its own copy
     owned = {
         k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
         for k, t in tensors.items()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .common import add_threads_arg, resolve_model
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..quant import SCHEMES
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "files is refused unless --overwrite). Schemes: "
         + "; ".join(f"{n}: {s.description}" for n, s in SCHEMES.items()),
     )
-    p.add_argument("--model", required=True, help="checkpoint folder or flavor name")
+    p.add_argument("--model", default="demo", help="checkpoint folder, shipped model (demo) or flavor name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scheme", required=True, help=f"one of {', '.join(SCHEMES)}")
     p.add_argument(
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prompt-len", type=int, default=64, help="tokens of the fixed prompt for the logit error"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_arg(p)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model, save_model
     from ..checkpoint.atomic import check_destination
     from ..checkpoint.dtype import as_dtype, folder_dtype
+    from ..errors import UserError
     from ..quant import fixed_tokens, get_scheme, logit_error, model_nbytes, quantize_model
 
     if args.threads:
@@ -77,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             re.compile(pattern)
         except re.error as e:
-            raise ValueError(f"--skip {pattern!r}: not a regular expression ({e})") from None
+            raise UserError(f"--skip {pattern!r}: not a regular expression ({e})") from None
     check_destination(args.out, overwrite=args.overwrite)
-    model = load_model(args.model, dtype=torch.float32, seed=args.seed, quantize=False)
+    model = load_model(resolve_model(args.model), dtype=torch.float32, seed=args.seed, quantize=False)
     ids = fixed_tokens(model.cfg.vocab_size, 1, args.prompt_len)
     with torch.no_grad():
         ref = model(ids)
-    src = Path(args.model)
+    src = Path(resolve_model(args.model))
     disk_before = folder_bytes(src) if src.is_dir() else None
     mem_before = model_nbytes(model)
     quantize_model(model, scheme, skip=args.skip)

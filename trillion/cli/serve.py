@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import DTYPES, resolve_model
+from ..errors import UserError
+from .common import DTYPES, add_threads_arg, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json (default: the one in the checkpoint folder)")
     p.add_argument("--served-model-name", help="the model id clients send (default: the folder or flavor name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--api-key", default=os.environ.get("TRILLION_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on every endpoint but /health "
                         "(default: $TRILLION_API_KEY)")
@@ -29,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens per prefill step")
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_threads_arg(g)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
     p.set_defaults(func=run)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("max_batch", "max_queue", "max_body_bytes", "prefill_chunk"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     service = load_service(

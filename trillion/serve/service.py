@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from ..chat import OutputParser, ToolCall, encode_messages
 from ..engine.engine import Engine
 from ..engine.sampling import SamplingParams
-from ..tokenizer import Tokenizer
+from ..tokenizer import TextStream, Tokenizer
 from .errors import APIError, RequestError
 from .metrics import Metrics
-from .text import TextStream
 from .worker import EngineWorker, Ticket
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import load_model, save_model
 from ..checkpoint.atomic import check_destination
+from ..errors import UserError
 from .evaluate import evaluate_folder, training_info
 
 TRAINING_JSON = "training.json"
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         result = export_model(args.src, args.dest, overwrite=args.overwrite)
-    except (FileNotFoundError, ValueError) as e:  # bad input (CheckpointError is a ValueError): one line
+    except (FileNotFoundError, UserError) as e:  # bad input: one line (anything else is a bug)
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 1
     print(
