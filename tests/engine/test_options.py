@@ -53,4 +53,4 @@ def test_demo_names_the_shipped_model_and_is_the_default():
     assert fresh.cfg == FLAVORS["demo-random"]
     assert not torch.equal(fresh.embed.weight, shipped["embed.weight"])
     llm = LLM(max_seqs=1)
-    assert llm.tokenizer is not None and llm.encode("def f():") == llm.tokenizer.encode("def f():")
+    assert llm.tokenizer is not None and llm.encode("def f():") == llm.tokenizer.encode_prompt("def f():")
