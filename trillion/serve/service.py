@@ -28,6 +28,10 @@ from .metrics import Metrics
 from .text import TextStream
 from .worker import EngineWorker, Ticket
 
+# New tokens of a chat answer when neither the request nor the model's generation_config.json says:
+# DeepSeek's API default for max_tokens (and what trillion writes into generation_config.json).
+DEFAULT_MAX_TOKENS = 4096
+
 
 @dataclass
 class ChatMode:
@@ -48,6 +52,7 @@ class ChoiceDelta:
     tool_calls: list[tuple[int, str | None, str | None, str]] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)  # the engine's {"token", "logprob", "top"}
+    prompt_logprobs: list[dict | None] | None = None  # in the choice's first delta, when asked for
     finish_reason: str | None = None
 
 
@@ -61,6 +66,7 @@ class Choice:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    prompt_logprobs: list[dict | None] | None = None  # one per prompt token (the first None), when asked for
     finish_reason: str | None = None
 
     @property
@@ -122,6 +128,8 @@ class Generation:
             if c.finish_reason is not None:  # ended already (a stop string earlier in this step, an abort)
                 continue
             d = out.setdefault(it.index, ChoiceDelta(it.index))
+            if it.prompt_logprobs is not None:
+                c.prompt_logprobs = d.prompt_logprobs = it.prompt_logprobs
             text = ""
             if it.token_id is not None:
                 c.token_ids.append(it.token_id)
@@ -150,7 +158,7 @@ class Generation:
         if stopped:
             self.worker.abort(self.ticket, stopped)
         return [d for d in out.values() if d.text or d.reasoning or d.content or d.tool_calls or d.token_ids
-                or d.finish_reason]
+                or d.finish_reason or d.prompt_logprobs is not None]
 
     def _text(self, c: Choice, d: ChoiceDelta, text: str) -> None:
         if not text:
@@ -169,9 +177,16 @@ class Generation:
 
 
 class Service:
+    """`default_max_tokens` caps a chat answer whose request sets no limit (the model folder's
+    generation_config.json `max_new_tokens` when `load_service` finds one, else DEFAULT_MAX_TOKENS)."""
+
     def __init__(self, engine: Engine, tokenizer: Tokenizer | None, *, model_name: str,
-                 max_queue: int = 64, metrics: Metrics | None = None):
+                 max_queue: int = 64, metrics: Metrics | None = None,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS):
+        if default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens = {default_max_tokens} must be >= 1")
         self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.default_max_tokens = default_max_tokens
         self.metrics = metrics or Metrics()
         self.worker = EngineWorker(engine, self.metrics, max_queue=max_queue)
         cfg = engine.cfg
@@ -232,6 +247,10 @@ class Service:
 
     def tokens_left(self, prompt_ids: list[int]) -> int:
         return self.max_model_len - len(prompt_ids)
+
+    def default_limit(self, prompt_ids: list[int]) -> int:
+        """New tokens for a request that names no limit: the default cap, within the context left."""
+        return max(min(self.default_max_tokens, self.tokens_left(prompt_ids)), 1)
 
     # ------------------------------------------------------------------ generation
 
