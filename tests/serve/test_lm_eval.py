@@ -22,11 +22,11 @@ from .stub import CFG
 
 lm_models = pytest.importorskip("lm_eval.models.openai_completions",
                                 reason="lm-eval is a dev dependency: pip install -e '.[dev]'")
-from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.instance import Instance
 
 SEQ_LEN = 32  # trillion eval's windows; lm-eval's max_length is SEQ_LEN + 2 (one context token, one generated)
 DOC_TOKENS = 3 * SEQ_LEN  # a whole number of windows: both tools score exactly the same tokens in the same contexts
-WORDS = "the weather in Paris is sunny today and we add a to b then return it".split()
+WORDS = ["the", "weather", "in", "Paris", "is", "sunny", "today", "and", "we", "add", "a", "to", "b", "then", "return", "it"]
 
 
 @pytest.fixture(scope="module")

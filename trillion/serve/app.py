@@ -22,31 +22,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.sampling import SamplingParams
-from .errors import APIError, NotFound, RequestError, error_body, sse_error, validation_error
+from .errors import APIError, RequestError, error_body, sse_error, validation_error
 from .gate import Gate
-from .protocol import (
-    ChatRequest,
-    CompletionRequest,
-    Detokenize,
-    DetokenizeResponse,
-    ModelCard,
-    ModelList,
-    TokenizeChat,
-    TokenizeResponse,
-    TokenizeText,
-    thinking_mode,
-)
-from .responses import ChatFormat, CompletionFormat, token_text
+from .protocol import ChatRequest, CompletionRequest, ModelCard, ModelList
+from .responses import ChatFormat, CompletionFormat
 from .service import ChatMode, Generation, Service
+from .tokenize import add_tokenizer_routes
 
 MAX_BODY_BYTES = 16 * 2**20
 # OpenAI's default for /v1/completions; chat defaults to Service.default_max_tokens (generation_config.json)
@@ -70,11 +58,12 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
     app.state.service = service
     app.add_middleware(Gate, api_key=api_key, max_body_bytes=max_body_bytes, metrics=service.metrics)
     _handlers(app)
+    add_tokenizer_routes(app, service)
     warned: set[str] = set()
 
     def check(req) -> None:
         """The model named (if any) is the served one; unused fields get a warning, once each."""
-        _check_model(service, req.model)
+        service.check_model(req.model)
         new = [f for f in req.ignored() if f not in warned]
         if new:
             warned.update(new)
@@ -105,31 +94,8 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> ModelCard:
-        _check_model(service, model_id)
+        service.check_model(model_id)
         return card()
-
-    @app.post("/tokenize")
-    async def tokenize(body: dict[str, Any]) -> TokenizeResponse:
-        try:  # vLLM's two shapes: chat messages, or a text prompt
-            req = (TokenizeChat if "messages" in body else TokenizeText).model_validate(body)
-        except ValidationError as e:
-            raise validation_error(list(e.errors())) from None
-        _check_model(service, req.model)
-        if isinstance(req, TokenizeText):
-            ids = (service.text_prompt(req.prompt) if req.add_special_tokens
-                   else service._need_tokenizer("a text prompt").encode(req.prompt))
-        else:
-            tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-            ids = service.chat_prompt([m.model_dump(exclude_none=True) for m in req.messages], tools=tools,
-                                      thinking=thinking_mode(req.thinking, req.chat_template_kwargs, None))
-        strs = [token_text(service, i) for i in ids] if req.return_token_strs else None
-        return TokenizeResponse(count=len(ids), max_model_len=service.max_model_len, tokens=ids, token_strs=strs)
-
-    @app.post("/detokenize")
-    async def detokenize(req: Detokenize) -> DetokenizeResponse:
-        _check_model(service, req.model)
-        ids = service.text_prompt(req.tokens)  # checks the ids are in the vocabulary
-        return DetokenizeResponse(prompt=service._need_tokenizer("detokenize").decode(ids))
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
@@ -176,12 +142,6 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 
 
 # ---------------------------------------------------------------------- request -> Python API
-
-
-def _check_model(service: Service, model: str | None) -> None:
-    if model is not None and model != service.model_name:
-        raise NotFound(f"the model {model!r} does not exist; this server serves {service.model_name!r}",
-                       param="model", code="model_not_found")
 
 
 def _sampling(req, max_new_tokens: int, logprobs: int | None, prompt_logprobs: int | None = None) -> SamplingParams:

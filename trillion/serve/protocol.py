@@ -303,43 +303,6 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-# ---------------------------------------------------------------------- tokenizer endpoints (vLLM's)
-
-
-class TokenizeText(Strict):
-    model: str | None = None
-    prompt: str
-    add_special_tokens: bool = True  # True: the ids /v1/completions runs for this prompt
-    return_token_strs: bool = False
-
-
-class TokenizeChat(Strict):
-    model: str | None = None
-    messages: Annotated[list[Message], Field(min_length=1)]
-    tools: list[Tool] | None = Field(None, max_length=128)
-    add_generation_prompt: bool = True  # the V4 prompt always ends with the assistant's turn
-    add_special_tokens: bool = False  # the chat format has its own BOS
-    thinking: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    return_token_strs: bool = False
-
-
-class TokenizeResponse(BaseModel):
-    count: int
-    max_model_len: int
-    tokens: list[int]
-    token_strs: list[str] | None = None
-
-
-class Detokenize(Strict):
-    model: str | None = None
-    tokens: list[int]
-
-
-class DetokenizeResponse(BaseModel):
-    prompt: str
-
-
 class CompletionLogprobs(BaseModel):
     """OpenAI's legacy shape; with echo the prompt tokens come first, the first of them scored None."""
 

@@ -23,7 +23,7 @@ from ..chat import OutputParser, ToolCall, encode_messages
 from ..engine.engine import Engine
 from ..engine.sampling import SamplingParams
 from ..tokenizer import Tokenizer
-from .errors import APIError, RequestError
+from .errors import APIError, NotFound, RequestError
 from .metrics import Metrics
 from .text import TextStream
 from .worker import EngineWorker, Ticket
@@ -196,6 +196,12 @@ class Service:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    def check_model(self, model: str | None) -> None:
+        """A request's `model`: the served one, or None (one model is served)."""
+        if model is not None and model != self.model_name:
+            raise NotFound(f"the model {model!r} does not exist; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
     def start(self) -> None:
         self.worker.start()
 
@@ -204,7 +210,7 @@ class Service:
 
     # ------------------------------------------------------------------ prompts
 
-    def _need_tokenizer(self, what: str) -> Tokenizer:
+    def need_tokenizer(self, what: str) -> Tokenizer:
         if self.tokenizer is None:
             raise RequestError(f"{what} needs a tokenizer, and this model has none (serve a checkpoint folder "
                                "with tokenizer.json, or pass --tokenizer); send token ids instead", param="prompt")
@@ -212,7 +218,7 @@ class Service:
 
     def text_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
-            ids = self._need_tokenizer("a text prompt").encode(prompt)
+            ids = self.need_tokenizer("a text prompt").encode(prompt)
             if not ids:
                 raise RequestError("the prompt is empty", param="prompt")
             return ids
@@ -227,7 +233,7 @@ class Service:
         """OpenAI messages -> the V4 chat prompt's token ids. OpenAI's "developer" role is a system
         turn here (DeepSeek's own developer role is internal to its search agent); tools and a
         response format go on the first system turn (one is added when there is none)."""
-        tok = self._need_tokenizer("chat")
+        tok = self.need_tokenizer("chat")
         msgs = [dict(m, role="system") if m["role"] == "developer" else dict(m) for m in messages]
         if msgs[-1]["role"] not in ("user", "tool"):
             raise RequestError(f"the last message must be from the user or a tool, not {msgs[-1]['role']!r}",
