@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import ModelConfig, ceil_div
+from .errors import UserError
+from .units import format_bytes
 
 PRECISIONS = ("release", "bf16")
 KINDS = ("window", "csa", "hca")
@@ -147,7 +149,7 @@ V32 = V32Config()
 
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision = {precision!r}; expected one of {PRECISIONS}")
+        raise UserError(f"precision = {precision!r}; expected one of {PRECISIONS}")
 
 
 def kv_vector_bytes(cfg: ModelConfig, precision: str) -> int:
@@ -183,7 +185,7 @@ def compressor_state_bytes(cfg: ModelConfig, layer: int) -> int:
 def layer_state_bytes(cfg: ModelConfig, layer: int, n_tokens: int, precision: str) -> dict[str, int]:
     """Bytes one sequence holds in main layer (or MTP block) `layer` after n_tokens tokens, by PARTS."""
     if n_tokens < 0:
-        raise ValueError(f"n_tokens = {n_tokens}; a context length is >= 0")
+        raise UserError(f"n_tokens = {n_tokens}; a context length is >= 0")
     r = cfg.ratio(layer)
     c = n_tokens // r if r else 0  # entries; a partial block lives in the compressor state
     vec = kv_vector_bytes(cfg, precision)
@@ -313,7 +315,7 @@ class KvCost:
     def scaled(self, batch: int) -> KvCost:
         """The same for `batch` sequences of n_tokens each (bytes and FLOPs times batch)."""
         if batch < 1:
-            raise ValueError(f"batch = {batch}; need at least one sequence")
+            raise UserError(f"batch = {batch}; need at least one sequence")
 
         def mul(d: dict) -> dict:
             return {k: (mul(v) if isinstance(v, dict) else v * batch) for k, v in d.items()}
@@ -359,7 +361,7 @@ def kv_cost(
     matmul_params: V4's per-token matmul parameters; None = `v4_matmul_params(cfg)` (needs torch).
     """
     if n_tokens < 0:
-        raise ValueError(f"n_tokens = {n_tokens}; a context length is >= 0")
+        raise UserError(f"n_tokens = {n_tokens}; a context length is >= 0")
     if matmul_params is None:
         matmul_params = v4_matmul_params(cfg)
     release = state_breakdown(cfg, n_tokens, "release")
@@ -406,9 +408,9 @@ def parse_tokens(text: str) -> int:
     try:
         n = int(s[:-1] if mult > 1 else s) * mult
     except ValueError:
-        raise ValueError(f"context {text!r}: expected a token count like 4096, 128K or 1M") from None
+        raise UserError(f"context {text!r}: expected a token count like 4096, 128K or 1M") from None
     if n < 0:
-        raise ValueError(f"context {text!r}: a context length is >= 0")
+        raise UserError(f"context {text!r}: a context length is >= 0")
     return n
 
 
@@ -419,12 +421,6 @@ def format_tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def format_bytes(n: float, digits: int = 2) -> str:
-    """Decimal units (GB = 1e9), as docs/params.md."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.{digits}f} {unit}"
-    return f"{int(n)} B"
 
 
 def format_flops(n: float, digits: int = 1) -> str:

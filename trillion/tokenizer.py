@@ -1,9 +1,10 @@
 """Text <-> token ids with a checkpoint's `tokenizer.json` (HF `tokenizers`), and streaming decode.
 
-The engine speaks token ids; this sits above it. `IncrementalDecoder` turns a growing list of ids
-into text deltas without ever splitting a multi-byte character: a byte-level BPE token can end in
-the middle of a UTF-8 sequence, which decodes to U+FFFD until the next token completes it, so a
-trailing replacement character is held back until it resolves.
+The engine speaks token ids; this sits above it, used by `LLM` and the server alike.
+`IncrementalDecoder` turns a growing list of ids into text deltas without ever splitting a
+multi-byte character: a byte-level BPE token can end in the middle of a UTF-8 sequence, which
+decodes to U+FFFD until the next token completes it, so a trailing replacement character is held
+back until it resolves. `TextStream` is one output's text: the decoder plus stop strings.
 """
 
 from __future__ import annotations
@@ -82,3 +83,59 @@ class IncrementalDecoder:
     @property
     def text(self) -> str:
         return self.tok.decode(self.ids, skip_special_tokens=self.skip)
+
+
+class TextStream:
+    """Token ids -> text for one output: incremental decoding plus stop strings.
+
+    The end token and `hidden` ids (stop token ids) produce no text. Text that might be the start
+    of a stop string is held back (only as much as matches a stop string's beginning), so a stream
+    never shows part of a stop string that then matches; a match cuts the text before it and sets
+    `stopped`."""
+
+    def __init__(self, tokenizer: Tokenizer | None, *, hidden: set[int], stop: list[str] | None = None,
+                 skip_special_tokens: bool = True):
+        self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=skip_special_tokens) if tokenizer else None
+        self.hidden, self.stop = hidden, [s for s in (stop or []) if s]
+        self.pending = ""  # decoded, not yet released
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        """New text released by one token ("" while held back); sets `stopped` on a stop string."""
+        if self.stopped or self.decoder is None or token_id in self.hidden:
+            return ""
+        self.pending += self.decoder.push(token_id)
+        return self._release()
+
+    def finish(self) -> str:
+        """Everything still held back, at the end of the output."""
+        if self.stopped or self.decoder is None:
+            return ""
+        self.pending += self.decoder.flush()
+        out, self.pending = self.pending, ""
+        cut = self._first_stop(out)
+        if cut is not None:
+            out, self.stopped = out[:cut], True
+        return out
+
+    def _first_stop(self, text: str) -> int | None:
+        hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _release(self) -> str:
+        if not self.stop:
+            out, self.pending = self.pending, ""
+            return out
+        cut = self._first_stop(self.pending)
+        if cut is not None:
+            out, self.pending, self.stopped = self.pending[:cut], "", True
+            return out
+        hold = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self.pending)), hold, -1):
+                if s.startswith(self.pending[-n:]):
+                    hold = n
+                    break
+        n = len(self.pending) - hold
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out

@@ -42,7 +42,7 @@ def plain(tokenizer):
     """(url, service) of a server of its own: the plain engine, prefill chunks of 16, a context of
     256, a chat default cap of DEFAULT_CAP, no API key."""
     model = random_model(CFG, seed=11)
-    engine = Engine(model, None, max_seqs=4, max_model_len=256, prefill_chunk=16, page_size=4)
+    engine = Engine(model, max_seqs=4, max_model_len=256, prefill_chunk=16, page_size=4)
     service = Service(engine, tokenizer, model_name="plain", default_max_tokens=DEFAULT_CAP)
     with ServerThread(create_app(service)) as url:
         yield url, service

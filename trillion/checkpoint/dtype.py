@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
+
 NAMES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -20,11 +22,11 @@ def as_dtype(dtype: torch.dtype | str | None, default: torch.dtype = torch.float
         return default
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
-            raise ValueError(f"compute dtype must be floating, got {dtype}")
+            raise UserError(f"compute dtype must be floating, got {dtype}")
         return dtype
     name = str(dtype).removeprefix("torch.")
     if name not in NAMES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(NAMES)}")
+        raise UserError(f"unknown dtype {dtype!r}; expected one of {sorted(NAMES)}")
     return NAMES[name]
 
 

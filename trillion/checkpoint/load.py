@@ -1,4 +1,5 @@
-"""`load_model`: a flavor name -> a seeded random model; a checkpoint folder -> the model it holds.
+"""`load_model`: a checkpoint folder (or a shipped model's name, `demo`) -> the model it holds; a flavor
+name -> a seeded random model.
 
 Steps for a folder:
   1. config.json -> ModelConfig; the file headers -> every stored tensor's name, dtype and shape.
@@ -25,6 +26,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..assets import DEFAULT_MODEL, SHIPPED, shipped_model
 from ..config import ConfigError, ModelConfig
 from ..flavors import FLAVORS
 from ..model import Transformer
@@ -42,7 +44,7 @@ PROGRESS_MIN_TENSORS = 1000
 
 
 def load_model(
-    path_or_flavor: str | Path | ModelConfig,
+    path_or_flavor: str | Path | ModelConfig = DEFAULT_MODEL,
     *,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
@@ -51,13 +53,15 @@ def load_model(
     progress: bool | None = None,
     quantize=None,
 ) -> Transformer:
-    """A Transformer in eval mode, from a checkpoint folder, a flavor name or a ModelConfig.
+    """A Transformer in eval mode, from a checkpoint folder, a shipped model's name, a flavor name or a
+    ModelConfig. With no argument: the demo model shipped in the package (`trillion.assets`).
 
     dtype: compute dtype (default float32); norms, mHC, sinks, compressor, router and head stay
     float32 (`trillion.model.dtypes`). device: where the weights go; "meta" builds the model
     without memory (a folder's names and shapes are still checked). seed: random init of a flavor.
     fake_quant: overrides the config's `fake_quant`. progress: a bar over tensors (None: only on a
-    terminal and for large checkpoints). An existing folder wins over a flavor of the same name.
+    terminal and for large checkpoints). An existing folder wins over a shipped model or a flavor of
+    the same name.
     quantize: None keeps what the checkpoint's config says (a scheme in its quantization_config
     loads quantised modules whose weights stay quantised in memory; docs/quantization.md); a scheme
     name or `trillion.quant.Scheme` gives the model in that scheme (a release checkpoint's FP8 / FP4
@@ -67,7 +71,7 @@ def load_model(
     if isinstance(path_or_flavor, ModelConfig):
         model = _random_model(_with_fake_quant(path_or_flavor, fake_quant), dtype, device, seed)
         return _finish_quantization(model, quantize)
-    path = Path(path_or_flavor)
+    path = shipped_model(path_or_flavor) or Path(path_or_flavor)
     if path.is_dir():
         return load_folder(
             path, dtype=dtype, device=device, fake_quant=fake_quant, progress=progress, quantize=quantize
@@ -78,7 +82,8 @@ def load_model(
         model = _random_model(_with_fake_quant(FLAVORS[str(path_or_flavor)], fake_quant), dtype, device, seed)
         return _finish_quantization(model, quantize)
     raise CheckpointError(
-        f"{path_or_flavor}: neither a checkpoint folder nor a flavor (flavors: {', '.join(FLAVORS)})"
+        f"{path_or_flavor}: neither a checkpoint folder nor a flavor (flavors: {', '.join(FLAVORS)}; "
+        f"shipped models: {', '.join(SHIPPED)})"
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import UserError
 from ..model.dtypes import param_dtype
 from .atomic import atomic_folder
 from .dtype import as_dtype, dtype_name
@@ -59,7 +60,7 @@ def save_model(
 
     if is_quantized(model):
         if layout not in (None, DEEPSEEK) or dtype is not None:
-            raise ValueError(
+            raise UserError(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
                 f"under the release's names); got layout={layout!r}, dtype={dtype!r}: pass neither"
             )
@@ -68,9 +69,9 @@ def save_model(
         return save_quantized(model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from)
     layout = layout or HF
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
+        raise UserError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
     if layout == DEEPSEEK and dtype is not None:
-        raise ValueError("the deepseek layout fixes each tensor's storage; pass dtype=None")
+        raise UserError("the deepseek layout fixes each tensor's storage; pass dtype=None")
     dtype = as_dtype(dtype) if dtype is not None else None
     state = model.state_dict()
     if layout == HF:
@@ -119,7 +120,7 @@ def write_checkpoint(
     if on_meta:
         raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
     if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        raise UserError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     if sizes is None:
         sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     shards = _split(list(sizes.items()), max_shard_bytes)
@@ -168,7 +169,7 @@ def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
 
 def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
-    # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
+    # stacked expert weights, trillion.engine.experts.stack_experts) is written from its own copy
     owned = {
         k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
         for k, t in tensors.items()

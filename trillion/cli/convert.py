@@ -19,6 +19,8 @@ from ..checkpoint import load_model, save_model
 from ..checkpoint.dtype import as_dtype, config_dtype
 from ..checkpoint.layouts import DEEPSEEK, HF, LAYOUTS
 from ..checkpoint.save import DEFAULT_MAX_SHARD_BYTES
+from ..errors import UserError
+from .common import resolve_model
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -50,13 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.to == DEEPSEEK and args.dtype:
-        raise ValueError("--dtype applies to --to hf only; the deepseek layout fixes each tensor's storage")
-    src = Path(args.src)
+        raise UserError("--dtype applies to --to hf only; the deepseek layout fixes each tensor's storage")
+    src = Path(resolve_model(args.src))  # `demo`: the shipped folder (its tokenizer is copied along)
     if args.to == HF:
         dtype = as_dtype(args.dtype) if args.dtype else _source_dtype(src)
     else:
         dtype = torch.float32
-    model = load_model(args.src, dtype=dtype, seed=args.seed, quantize=False)
+    model = load_model(str(src), dtype=dtype, seed=args.seed, quantize=False)
     save_model(
         model,
         args.dst,
@@ -80,5 +82,5 @@ def parse_size(text: str) -> int:
     """'5GB' -> 5_000_000_000, '512MiB' -> 536_870_912, '1000' -> 1000."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).upper() not in UNITS:
-        raise ValueError(f"--max-shard-size {text!r}: expected a size such as 5GB, 500MB or 1000000")
+        raise UserError(f"--max-shard-size {text!r}: expected a size such as 5GB, 500MB or 1000000")
     return int(float(m.group(1)) * UNITS[m.group(2).upper()])

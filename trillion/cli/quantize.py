@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .common import add_threads_arg, resolve_model
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..quant import SCHEMES
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint to OUT (replaced atomically). Schemes: "
         + "; ".join(f"{n}: {s.description}" for n, s in SCHEMES.items()),
     )
-    p.add_argument("--model", required=True, help="checkpoint folder or flavor name")
+    p.add_argument("--model", default="demo", help="checkpoint folder, shipped model (demo) or flavor name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scheme", required=True, help=f"one of {', '.join(SCHEMES)}")
     p.add_argument(
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prompt-len", type=int, default=64, help="tokens of the fixed prompt for the logit error"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -56,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if args.head:
         changes["head"] = args.head
     scheme = get_scheme(args.scheme, **changes)  # an unknown scheme fails here, before any loading
-    model = load_model(args.model, dtype=torch.float32, seed=args.seed, quantize=False)
+    model = load_model(resolve_model(args.model), dtype=torch.float32, seed=args.seed, quantize=False)
     ids = fixed_tokens(model.cfg.vocab_size, 1, args.prompt_len)
     with torch.no_grad():
         ref = model(ids)
-    src = Path(args.model)
+    src = Path(resolve_model(args.model))
     disk_before = folder_bytes(src) if src.is_dir() else None
     mem_before = model_nbytes(model)
     quantize_model(model, scheme, skip=args.skip)

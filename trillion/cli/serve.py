@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import DTYPES, resolve_model
+from ..errors import UserError
+from .common import DTYPES, add_threads_arg, resolve_model
 
 
 def port_number(text: str) -> int:
@@ -45,11 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens per prefill step")
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_arg(g)
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step and prefill stages (faster after a one-time "
                         "compilation of 1-4 minutes; cached on disk)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
     p.set_defaults(func=run)
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     for name, flag in (("max_batch", "max-seqs"), ("max_queue", "max-queue"), ("max_body_bytes", "max-body-bytes"),
                        ("prefill_chunk", "prefill-chunk"), ("default_max_tokens", "default-max-tokens")):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, name)}")
+            raise UserError(f"--{flag} must be >= 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     service = load_service(

@@ -15,17 +15,24 @@ Log-probabilities reported to the user are those of the model (log-softmax of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
+from ..errors import UserError
+
 NEG_INF = float("-inf")
+DEFAULT_MAX_NEW_TOKENS = 64
 
 
 @dataclass
 class SamplingParams:
+    """How to choose tokens for one request. `max_tokens=` (vLLM's and OpenAI's name) may be given
+    instead of `max_new_tokens=`; both given must agree; the limit (default 64) is then read as
+    `max_new_tokens`."""
+
     n: int = 1
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -39,8 +46,18 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; 0: the chosen token's; n: also the top-n alternatives
     prompt_logprobs: int | None = None  # the same for each prompt token given its prefix (the first: None)
+    max_tokens: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_tokens: int | None) -> None:
+        if max_tokens is not None:
+            if self.max_new_tokens is not None and self.max_new_tokens != max_tokens:
+                raise UserError(
+                    f"SamplingParams: max_tokens = {max_tokens} and max_new_tokens = {self.max_new_tokens} "
+                    "name the same limit; give one"
+                )
+            self.max_new_tokens = max_tokens
+        if self.max_new_tokens is None:
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         checks = [
@@ -59,11 +76,12 @@ class SamplingParams:
         ]
         for ok, name, why in checks:
             if not ok:
-                raise ValueError(f"SamplingParams.{name} = {getattr(self, name)!r} {why}")
+                raise UserError(f"SamplingParams.{name} = {getattr(self, name)!r} {why}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
 
 
 def apply_penalties(

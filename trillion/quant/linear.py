@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ceil_div
 from ..formats import dequantize_fp8_blocks, dequantize_mx, fake_quant_fp8, quantize_fp8_blocks, quantize_mx
 from . import kernels
 from .hif8 import dequantize_hif8_blocks, quantize_hif8_blocks
@@ -186,7 +187,7 @@ def check_stored(tensors: dict, spec: dict) -> str | None:
 
 
 def _sn_sk(n: int, k: int, block: tuple[int, int]) -> tuple[int, int]:
-    return -(-n // block[0]), -(-k // block[1])
+    return ceil_div(n, block[0]), ceil_div(k, block[1])
 
 
 # ---------------------------------------------------------------------------------------------- INT8

@@ -57,7 +57,7 @@ def load_service(
     if tok is not None and tok.vocab_size > m.cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {m.cfg.vocab_size}")
     # the engine speaks token ids: text is made above it, by the service
-    engine = Engine(m, None, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
+    engine = Engine(m, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
     name = model_name or (Path(str(model)).name if Path(str(model)).is_dir() else str(model))
     return Service(engine, tok, model_name=name, max_queue=max_queue, default_max_tokens=default_max_tokens)
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from ..chat import OutputParser, ToolCall, encode_messages
 from ..engine.engine import Engine
 from ..engine.sampling import SamplingParams
-from ..tokenizer import Tokenizer
+from ..tokenizer import TextStream, Tokenizer
 from .errors import APIError, NotFound, RequestError
 from .metrics import Metrics
-from .text import TextStream
 from .worker import EngineWorker, Ticket
 
 # New tokens of a chat answer when neither the request nor the model's generation_config.json says:

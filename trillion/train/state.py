@@ -25,6 +25,7 @@ from torch import nn
 
 from ..checkpoint import load_model, save_model
 from ..checkpoint.atomic import atomic_folder
+from ..errors import UserError
 from .data import Cursor
 
 STATE_JSON = "trainer_state.json"
@@ -83,7 +84,7 @@ def _restore_optimizer(
     for g in meta["param_groups"]:
         missing = [n for n in g["params"] if n not in index]
         if missing:
-            raise ValueError(f"optimizer {name!r} state names parameters the model lacks: {missing[:5]}")
+            raise UserError(f"optimizer {name!r} state names parameters the model lacks: {missing[:5]}")
         groups.append({**g, "params": [index[n] for n in g["params"]]})
     state: dict[int, dict[str, Any]] = {}
     prefix = f"optim/{name}/"
@@ -146,7 +147,7 @@ def load_checkpoint(
     tensors = load_file(str(path / STATE_TENSORS))
     for name, opt in opts.items():
         if name not in doc["optimizers"]:
-            raise ValueError(f"{path / STATE_JSON}: no state for optimizer {name!r}")
+            raise UserError(f"{path / STATE_JSON}: no state for optimizer {name!r}")
         _restore_optimizer(name, opt, doc["optimizers"][name], tensors)
     rng = {k.removeprefix("rng/"): v for k, v in tensors.items() if k.startswith("rng/")}
     state = TrainerState(
