@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..model import Transformer
 from .experts import make_dispatch
 from .runner import ModelRunner
-from .sampling import SamplingParams, draw, target_distribution, token_logprobs, verify_draft
+from .sampling import SamplingParams, draw, prompt_logprobs, target_distribution, token_logprobs, verify_draft
 from .state import MAIN, MTP, SeqState, StatePool
 
 WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"
@@ -46,6 +46,7 @@ class Sequence:
     generator: torch.Generator | None
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    prompt_logprobs: list[dict | None] = field(default_factory=list)  # params.prompt_logprobs: one per prompt token
     status: str = WAITING
     state: SeqState | None = None
     prefilled: int = 0
@@ -247,9 +248,12 @@ class Engine:
         this completes samples its first token(s)."""
         starts = [s.prefilled for s in seqs]
         ids = torch.tensor([s.prompt_ids[a : a + n] for s, a in zip(seqs, starts)], dtype=torch.long)
-        logits, h = self.runner.forward(ids, [s.state for s in seqs], last_only=True)
+        scoring = [s.params.prompt_logprobs is not None for s in seqs]  # they need every position's logits
+        logits, h = self.runner.forward(ids, [s.state for s in seqs], last_only=not any(scoring))
         events = []
         for b, (s, a) in enumerate(zip(seqs, starts)):
+            if scoring[b]:
+                s.prompt_logprobs += prompt_logprobs(logits[b], s.prompt_ids, a, s.params.prompt_logprobs)
             if self.speculative:
                 self._mtp_catch_up(s, h[b], s.prompt_ids[a : a + n], first=a == 0)
             s.last_hidden = h[b, -1]
@@ -261,6 +265,7 @@ class Engine:
                 f.state = self.pool.fork(s.state)
                 f.last_hidden = s.last_hidden
                 f.prefilled = s.prefilled
+                f.prompt_logprobs = s.prompt_logprobs
                 self.running.append(f)
             for q in group:
                 q.status = DECODE

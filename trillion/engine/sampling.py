@@ -45,6 +45,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; 0: the chosen token's; n: also the top-n alternatives
+    prompt_logprobs: int | None = None  # the same for each prompt token given its prefix (the first: None)
     max_tokens: InitVar[int | None] = None
 
     def __post_init__(self, max_tokens: int | None) -> None:
@@ -70,6 +71,7 @@ class SamplingParams:
             (-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]"),
             (-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]"),
+            (self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20, "prompt_logprobs", "must be in [0, 20]"),
             (all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings"),
         ]
         for ok, name, why in checks:
@@ -140,6 +142,29 @@ def token_logprobs(logits: torch.Tensor, token: int, top_n: int) -> dict:
     if top_n:
         vals, ids = lp.topk(top_n)
         out["top"] = [(int(i), float(v)) for i, v in zip(ids, vals)]
+    return out
+
+
+def prompt_logprobs(logits: torch.Tensor, prompt_ids: list[int], start: int, top_n: int) -> list[dict | None]:
+    """Log-probabilities of prompt tokens given their prefix, from one prefill chunk's raw logits.
+
+    logits [T, V] are those of positions start .. start + T - 1, so row i scores prompt token
+    start + i + 1 (the last row of a chunk scores the next chunk's first token). The first prompt
+    token has no prefix: None, as in OpenAI's echo. Each entry is token_logprobs' dict plus the
+    token's rank (1: the most likely).
+    """
+    targets = prompt_ids[start + 1 : start + 1 + logits.shape[0]]
+    out: list[dict | None] = [None] if start == 0 else []
+    if not targets:
+        return out
+    lp = logits[: len(targets)].float().log_softmax(-1)  # [t, V]
+    ids = torch.tensor(targets, dtype=torch.long, device=lp.device)
+    chosen = lp.gather(-1, ids[:, None])[:, 0]  # [t]
+    ranks = (lp > chosen[:, None]).sum(-1) + 1  # [t]
+    top_vals, top_ids = lp.topk(top_n, dim=-1) if top_n else (None, None)
+    for i, token in enumerate(targets):
+        top = list(zip(top_ids[i].tolist(), top_vals[i].tolist())) if top_n else []
+        out.append({"token": token, "logprob": float(chosen[i]), "rank": int(ranks[i]), "top": top})
     return out
 
 
