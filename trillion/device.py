@@ -71,8 +71,9 @@ def device_for_rank(local_rank: int) -> torch.device:
 
 
 def backend_for(device: torch.device | str) -> str:
-    """The torch.distributed backend for tensors on `device` (gloo, nccl, hccl, xccl)."""
-    kind = torch.device(device).type
+    """The torch.distributed backend for tensors on `device` (gloo, nccl, hccl, xccl). A string is
+    read as a device type, so "npu" is understood without torch_npu installed."""
+    kind = device.split(":")[0] if isinstance(device, str) else device.type
     if kind in BACKENDS:
         return BACKENDS[kind]
     import torch.distributed as dist  # only for device types this table does not know

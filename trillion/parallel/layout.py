@@ -33,7 +33,7 @@ class LayoutError(ValueError):
     """A mesh that cannot hold the model; the message lists every problem."""
 
 
-def check_layout(cfg: LayoutConfig, dp: int, tp: int, world: int, *, redundant_experts: int = 0) -> list[str]:
+def check_layout(cfg: LayoutConfig, *, dp: int, tp: int, world: int, redundant_experts: int = 0) -> list[str]:
     """Every reason (dp, tp) over `world` ranks cannot hold `cfg`; [] when the layout is valid."""
     problems: list[str] = []
     for name, value in (("dp", dp), ("tp", tp), ("world", world)):
@@ -59,9 +59,9 @@ def check_layout(cfg: LayoutConfig, dp: int, tp: int, world: int, *, redundant_e
     return problems
 
 
-def require_layout(cfg: LayoutConfig, dp: int, tp: int, world: int, *, redundant_experts: int = 0) -> None:
+def require_layout(cfg: LayoutConfig, *, dp: int, tp: int, world: int, redundant_experts: int = 0) -> None:
     """Raise LayoutError naming every problem of the mesh (nothing when it is valid)."""
-    problems = check_layout(cfg, dp, tp, world, redundant_experts=redundant_experts)
+    problems = check_layout(cfg, dp=dp, tp=tp, world=world, redundant_experts=redundant_experts)
     if problems:
         raise LayoutError(f"cannot split the model over dp={dp} x tp={tp} (world {world}): " + "; ".join(problems))
 
