@@ -140,7 +140,7 @@ def test_rejected_layouts_say_why():
 def test_bad_requests_are_refused_in_one_line():
     cases = [
         ({"context": TINY.max_seq_len + 1}, "context 4,097 tokens: tiny takes 1 to 4,096"),
-        ({"batch": 10_000}, "at most"),
+        ({"batch": 10_000}, "batch 10,000 does not fit; at most"),
         ({"memory_small": True}, "fits no layout"),
         ({"phase": "train"}, "phase 'train'"),
         ({"precision": "fp16"}, "precision 'fp16'"),

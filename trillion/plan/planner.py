@@ -392,7 +392,13 @@ def plan(req: Request) -> Plan:
         where = f"{req.costs.name} at {req.context:,} tokens ({req.precision}) on {req.devices} x {req.hardware.label}"
         if not reasons:
             raise PlanError(f"{where}: dp={req.dp} x tp={req.tp} does not divide {req.devices} devices")
-        fits = [r for r in reasons if "exceed the usable" in r or "at most" in r]
+        if req.batch is not None and any("at most" in r for r in reasons):
+            free = dataclasses.replace(req, batch=None)
+            fitting = [x for x in (evaluate(free, *c) for c in candidate_layouts(free)) if isinstance(x, Plan)]
+            best = max(fitting, key=lambda x: x.batch)  # the most that fits, over every layout
+            raise PlanError(f"{where}: batch {req.batch:,} does not fit; at most {best.batch:,} sequences do "
+                            f"(dp={best.layout.dp} x tp={best.layout.tp})")
+        fits = [r for r in reasons if "exceed the usable" in r]
         raise PlanError(f"{where} fits no layout: {(fits or reasons)[-1]}")
     rate = (lambda p: p.decode_tokens_per_s_device) if req.phase == "decode" else (
         lambda p: p.prefill_tokens_per_s_device)

@@ -57,7 +57,7 @@ def render(p: Plan, hw: Hardware) -> str:
         f"  {'memory per device':<60}{'GB':>10}   formula",
         f"  {'routed experts':<60}{_gb(m.experts):>10}   [M1] slots x expert bytes / E",
         f"  {'split by tp (query heads, output groups, embedding, head)':<60}{_gb(m.tp_split):>10}   [M1] / tp",
-        f"  {'replicated (KV, compressor, indexer, shared expert, ...)':<60}{_gb(m.replicated):>10}   [M1]",
+        f"  {'replicated (KV projection, shared expert, router, ...)':<60}{_gb(m.replicated):>10}   [M1]",
         f"  {'weights':<60}{_gb(m.weights):>10}",
         (f"  {f'attention state: {m.batch_per_group} x {_gb(m.state_per_sequence)} GB':<60}{_gb(m.state):>10}"
         "   [M2] b x S(N)"),
@@ -144,4 +144,32 @@ def comparison_table(comparisons: list[Comparison]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["comparison_table", "deployment_table", "layout_line", "render"]
+
+# The deployments docs/plan.md tabulates: (flavor, hardware, devices, pinned tp or None).
+DOC_DEPLOYMENTS = (
+    ("v4-pro", "950dt", 8192, None),
+    ("v4-pro", "950dt", 8192, 8),
+    ("v4-flash", "950dt", 8192, None),
+    ("v4-pro", "h200", 16, None),
+    ("v4-pro", "h200", 64, None),
+    ("v4-flash", "h200", 8, None),
+    ("v4-flash", "h200", 64, None),
+    ("v4-1t", "950pr", 64, None),
+    ("v4-1t", "950pr", 8192, None),
+)
+
+
+def doc_tables() -> str:
+    """The tables of docs/plan.md: V4 deployments at 1M (release precision) and the published figures.
+    `python -c "from trillion.plan.render import doc_tables; print(doc_tables())"` prints them."""
+    from ..flavors import get_flavor
+    from .costs import v4_costs
+    from .hardware import get_hardware
+    from .planner import Request, plan
+    from .published import PUBLISHED, compare
+
+    plans = [plan(Request(v4_costs(get_flavor(f)), get_hardware(hw), n, tp=tp)) for f, hw, n, tp in DOC_DEPLOYMENTS]
+    return deployment_table(plans) + "\n\n" + comparison_table([compare(p) for p in PUBLISHED])
+
+
+__all__ = ["DOC_DEPLOYMENTS", "comparison_table", "deployment_table", "doc_tables", "layout_line", "render"]
