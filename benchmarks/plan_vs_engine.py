@@ -14,7 +14,6 @@ moves, so the prediction is given for both and the figures are indicative.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 
@@ -61,10 +60,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg = get_flavor(args.flavor)
     context = args.prompt_len + args.new_tokens // 2  # the decode's mean context
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_line = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")),
-                      cpu_name())
-    print(f"machine: {model_line}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
     flops = measure_flops()
     bw_before = measure_bandwidth()
