@@ -5,8 +5,9 @@
   int4_linear(x, packed, g, sz, layout)    CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
                                            kernel's own layout (pack_tinygemm) for a few rows; else
                                            dequantise + F.linear
-  fp8_block_linear(x, codes, scale)        CUDA sm_90: F.scaled_mm, DeepSeek's FP8 recipe (act_quant
-                                           1x128 x weight 128x128 blocks); the caller falls back
+  fp8_block_linear(x, codes, scale)        Hopper GPU: F.scaled_mm, DeepSeek's FP8 recipe (act_quant
+                                           1x128 x weight 128x128 blocks; trillion.device decides where
+                                           it runs); the caller falls back to dequantise + F.linear
   decode8(codes, fmt, dtype)               8-bit codes (e4m3, hif8) -> values by one gather in a table
   decode_fp4(packed, dtype)                packed e2m1 bytes -> values, one gather per byte (two values)
   scale_blocks / scale_groups              multiply values by their block or group scales
