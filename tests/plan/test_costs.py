@@ -34,7 +34,7 @@ def test_linear_bytes_by_hand():
     assert (linear_bytes("bf16", 3, 5), linear_bytes("fp32", 3, 5)) == (30, 60)
 
 
-@pytest.mark.parametrize("flavor", ["tiny", "demo", "bench-94m"])
+@pytest.mark.parametrize("flavor", ["tiny", "demo-random", "bench-94m"])
 def test_v4_totals_are_trillion_params(flavor):
     cfg = FLAVORS[flavor]
     c, r = v4_costs(cfg), count_params(cfg)

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 
+from ..errors import UserError
 from ..flavors import FLAVORS
 from ..kvcost import V3Config, parse_tokens
 from ..plan import HARDWARE, PRECISIONS, Request, costs_for, get_hardware, plan
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             print(comparison_table(comparisons))
         return 0
     if not args.model or not args.hardware:
-        raise ValueError("give a MODEL and --hardware NAME (or --published)")
+        raise UserError("give a MODEL and --hardware NAME (or --published)")
     gb = lambda x: None if x is None else x * 1e9
     hw = get_hardware(args.hardware, bandwidth=gb(args.bandwidth), flops=gb(args.flops))
     costs = costs_for(resolve_model(args.model))

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..config import ModelConfig, ceil_div
+from ..errors import UserError
 from ..kvcost import (
     V3,
     V3Config,
@@ -63,7 +64,7 @@ ELEMENT_BYTES = {"bf16": 2, "fp32": 4, "int64": 8}
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise UserError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
 
 
 def state_precision(precision: str) -> str:

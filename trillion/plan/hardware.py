@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import UserError
+
 GB, TB, TFLOPS, PFLOPS = 1e9, 1e12, 1e12, 1e15
 
 FALLBACK = {
@@ -242,7 +244,7 @@ def get_hardware(name: str, *, bandwidth: float | None = None, flops: float | No
     if key == "cpu":
         return cpu_hardware(bandwidth, flops)
     if key not in HARDWARE:
-        raise ValueError(f"unknown hardware {name!r}; known: {', '.join([*HARDWARE, 'cpu'])}")
+        raise UserError(f"unknown hardware {name!r}; known: {', '.join([*HARDWARE, 'cpu'])}")
     hw = HARDWARE[key]
     if bandwidth is not None:
         hw = replace(hw, bandwidth=bandwidth, sources={**hw.sources, "bandwidth": "given (--bandwidth)"})

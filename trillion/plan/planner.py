@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UserError
 from ..parallel.layout import check_layout
 from .costs import COMPUTE_FORMAT, WEIGHT_FORMATS, ModelCosts, check_precision, state_precision
 from .hardware import Hardware
@@ -32,7 +33,7 @@ PHASES = ("decode", "prefill")
 SCALE_BLOCK = 128  # 8-bit dispatch carries one float32 scale per 128 values (DeepEP's FP8 dispatch)
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """A request no layout can serve; the message says why (one line)."""
 
 
