@@ -6,9 +6,8 @@ on this CPU's kernels and on the plain AVX2 ones.
 
 aten's _weight_int8pack_mm and _weight_int4pack_mm_for_cpu are matrix-vector kernels: their time
 grows with the rows as if each row were its own call. trillion.quant.kernels switches to dequantising
-the weight once and multiplying above INT8_PACK_ROWS / INT4_PACK_ROWS rows, in the dtype that
-`kernels.rows_dtype` picks for this CPU: bf16 where oneDNN multiplies it natively (AMX,
-AVX512-BF16), float32 elsewhere. This script prints, per row count, float32 F.linear (the peer), the
+the weight once and multiplying above a number of rows and in a dtype that `kernels.rows_path`
+picks for this CPU: bf16 where oneDNN multiplies it on AMX, float32 elsewhere. This script prints, per row count, float32 F.linear (the peer), the
 int8 kernel, dequantise + matmul in bf16 and in float32, what `kernels.int8_linear` picks, and the
 same for int4, in milliseconds (median of --repeats; `--clock cpu` counts the CPU time of all threads
 instead of wall time, which other jobs on a shared machine inflate).
@@ -77,7 +76,8 @@ def table(args) -> int:
     emulated = " ".join(f"{k}={v}" for k, v in AVX2_ENV.items() if os.environ.get(k) == v)
     print(
         f"{cpu_name()}, {torch.get_num_threads()} threads, ATen {torch.backends.cpu.get_cpu_capability()}, "
-        f"bf16 matmul native: {kernels.NATIVE_BF16_MATMUL} (many rows in {kernels.rows_dtype(bf)}), "
+        f"bf16 matmul native: {kernels.NATIVE_BF16_MATMUL} (kernel up to {kernels.rows_path(bf)[0]} / "
+        f"{kernels.rows_path(bf, int4=True)[0]} rows, then {kernels.rows_path(bf)[1]}), "
         f"{emulated or 'no ISA variables'}; torch {torch.__version__}; "
         f"weight {args.n} x {args.k}, {args.clock} ms, median of {args.repeats}, "
         f"load average {os.getloadavg()[0]:.1f}\n"
