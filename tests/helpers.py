@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from trillion.checkpoint.layouts import HF, to_checkpoint_name
 from trillion.config import ModelConfig
@@ -58,6 +59,28 @@ def random_model(cfg: ModelConfig, seed: int = 0, dtype=torch.float32) -> Transf
         elif leaf in ("attn_sink", "ape", "bias") or leaf.endswith("_base"):
             p.copy_(0.5 * torch.randn(p.shape, generator=g))
     return model.to(dtype).eval()
+
+
+# One model's weights in two copies (in memory and loaded from a checkpoint, or two loads) give the
+# same logits up to float32 rounding, not bit for bit. The loader memory-maps a checkpoint whose
+# tensors load as stored, so they sit at 4-byte-aligned addresses inside the file, where a fresh
+# tensor is 64-byte aligned; a BLAS may split the sums differently for them. MKL's SSE4.2 path, the
+# one it runs on AMD CPUs, does: mixed_config's logits move by 4.8e-7 (|logits| ~ 4). What a save
+# and load must keep exactly is the weights: assert_same_weights checks them bit for bit.
+SAME_WEIGHTS_LOGITS = {"rtol": 1e-5, "atol": 1e-5}  # ~20x that float32 rounding
+
+
+def assert_same_weights(got: nn.Module, want: nn.Module) -> None:
+    """got's state dict holds want's tensors under the same names, bit for bit (dtype, shape, bytes)."""
+    a, b = got.state_dict(), want.state_dict()
+    assert a.keys() == b.keys(), sorted(a.keys() ^ b.keys())
+    for name, t in b.items():
+        assert a[name].dtype == t.dtype and a[name].shape == t.shape, name
+        assert torch.equal(_bytes(a[name]), _bytes(t)), name
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
 def save_hf_reference(model: Transformer, path: Path) -> Path:

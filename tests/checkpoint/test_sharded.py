@@ -3,6 +3,7 @@
 import json
 
 import torch
+from helpers import SAME_WEIGHTS_LOGITS, assert_same_weights
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
@@ -33,7 +34,9 @@ def test_sharded_round_trip(model, tokens, logits, tmp_path):
     assert index["metadata"]["total_size"] == total
     assert len(seen) == len(model.state_dict())
 
-    assert torch.equal(load_model(path)(tokens), logits)
+    loaded = load_model(path)
+    assert_same_weights(loaded, model)
+    torch.testing.assert_close(loaded(tokens), logits, **SAME_WEIGHTS_LOGITS)
     ref = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     assert (ref(tokens).logits - logits).abs().max().item() <= 1e-4
 

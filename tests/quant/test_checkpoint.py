@@ -1,10 +1,12 @@
-"""Quantised checkpoints: save -> load keeps the modules quantised and the logits identical; the
+"""Quantised checkpoints: save -> load keeps the modules quantised, their codes and scales bit for bit,
+and the logits (to float32 rounding: helpers.SAME_WEIGHTS_LOGITS); the
 release layout for v4-release; load_model's `quantize=`; bad checkpoints fail by name, atomically."""
 
 import json
 
 import pytest
 import torch
+from helpers import SAME_WEIGHTS_LOGITS, assert_same_weights
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -27,21 +29,21 @@ MODULE_TYPES = {"int8": Int8Linear, "int4-g32": Int4Linear, "v4-release": FP8Blo
 
 @pytest.fixture(scope="module")
 def saved(model, tmp_path_factory):
-    """{scheme: (folder, logits of the in-memory quantised model)}"""
+    """{scheme: (folder, logits of the in-memory quantised model, tokens, that model)}"""
     out = {}
     tokens = torch.randint(0, 97, (1, 29), generator=torch.Generator().manual_seed(1))
     root = tmp_path_factory.mktemp("quant")
     with one_thread(), torch.no_grad():
         for name in SCHEMES_SAVED:
             q = quantize_model(model, name, inplace=False)
-            out[name] = (save_model(q, root / name), q(tokens), tokens)
+            out[name] = (save_model(q, root / name), q(tokens), tokens, q)
     return out
 
 
 @pytest.mark.parametrize("name", SCHEMES_SAVED)
 @torch.no_grad()
 def test_save_load_keeps_the_model_quantised(name, saved):
-    folder, want, tokens = saved[name]
+    folder, want, tokens, quantised = saved[name]
     config = json.loads((folder / "config.json").read_text())
     assert config["quantization_config"]["scheme"] == name
     model = load_model(folder)
@@ -50,7 +52,8 @@ def test_save_load_keeps_the_model_quantised(name, saved):
     assert len(mods) == 160 and model.quant_scheme.name == name
     if name in MODULE_TYPES:
         assert type(mods["layers.1.attn.wq_a"]) is MODULE_TYPES[name]
-    assert torch.equal(model(tokens), want)
+    assert_same_weights(model, quantised)
+    torch.testing.assert_close(model(tokens), want, **SAME_WEIGHTS_LOGITS)
 
 
 @torch.no_grad()
@@ -193,7 +196,9 @@ def test_float_tensors_are_stored_in_the_compute_dtype(model, scheme, tmp_path):
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) < size + 100_000  # + the header
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
     tokens = torch.randint(0, 97, (1, 21), generator=torch.Generator().manual_seed(2))
-    assert torch.equal(load_model(folder)(tokens), q(tokens))
+    loaded = load_model(folder)
+    assert_same_weights(loaded, q)
+    torch.testing.assert_close(loaded(tokens), q(tokens), **SAME_WEIGHTS_LOGITS)
 
 
 @torch.no_grad()
@@ -207,4 +212,5 @@ def test_a_checkpoint_quantised_with_skip_loads(model, tmp_path):
     assert type(loaded.layers[1].attn.wq_a) is nn.Linear and type(loaded.layers[0].attn.wq_a) is Int8Linear
     assert set(quantized_modules(loaded)) == set(quantized_modules(q))
     tokens = torch.randint(0, 97, (1, 19), generator=torch.Generator().manual_seed(4))
-    assert torch.equal(loaded(tokens), q(tokens))
+    assert_same_weights(loaded, q)
+    torch.testing.assert_close(loaded(tokens), q(tokens), **SAME_WEIGHTS_LOGITS)

@@ -1,6 +1,12 @@
 """The kernel dispatch layer: PyTorch's CPU int8 / int4 kernels and the table decoders, each
 against a plain reference."""
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +28,9 @@ def test_tinygemm_layout_reads_back(n):
     assert torch.equal(kernels.unpack_tinygemm(kernels.pack_tinygemm(codes), block_n, halves), codes)
 
 
-# rows: 1 and 2 x 3 go through aten's kernel, 3 x 7 through dequantise + matmul (INT8_PACK_ROWS)
-@pytest.mark.parametrize("rows", [(1,), (2, 3), (3, 7)])
+# rows: 1 and 2 x 3 go through aten's kernel, 6 x 7 through dequantise + matmul, and 3 x 7 through
+# the one or the other as bf16 matmuls are native here or not (INT8_PACK_ROWS, INT8_PACK_ROWS_FP32)
+@pytest.mark.parametrize("rows", [(1,), (2, 3), (3, 7), (6, 7)])
 @pytest.mark.parametrize("k", [80, 24, 72])  # 24, 72: widths aten's kernel cannot take (plain path)
 def test_int8_kernel_matches_dequantize_then_linear(k, rows):
     g = torch.Generator().manual_seed(0)
@@ -39,12 +46,80 @@ def test_int8_kernel_matches_dequantize_then_linear(k, rows):
 
 
 def test_row_paths_cross_over_where_documented():
-    assert kernels.INT8_PACK_ROWS < 2 * 3 * 7 / 2 and 2 * 3 <= kernels.INT8_PACK_ROWS
-    assert 2 * 7 <= kernels.INT4_PACK_ROWS < 10 * 9
+    assert 2 * 3 <= kernels.INT8_PACK_ROWS < 3 * 7 <= kernels.INT8_PACK_ROWS_FP32 < 6 * 7
+    assert 2 * 7 <= kernels.INT4_PACK_ROWS <= kernels.INT4_PACK_ROWS_FP32 < 10 * 10
+
+
+# Where many rows go is kernels.rows_path's choice, by the CPU: dequantise + matmul in bf16 above
+# INT8_PACK_ROWS / INT4_PACK_ROWS rows where oneDNN multiplies bf16 on AMX, in float32 above the
+# *_FP32 thresholds elsewhere (PyTorch's bf16 matmul there is slower than float32). Each side is taken
+# here by setting the probe's result; aten's kernels are wrapped to see which path ran.
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-matmul-native", "bf16-matmul-slow"])
+def test_rows_take_the_path_the_cpu_is_fast_in(native, monkeypatch):
+    monkeypatch.setattr(kernels, "NATIVE_BF16_MATMUL", native)
+    int8_rows, dtype = kernels.rows_path(torch.bfloat16)
+    int4_rows, dtype4 = kernels.rows_path(torch.bfloat16, int4=True)
+    if native:
+        assert (int8_rows, int4_rows) == (kernels.INT8_PACK_ROWS, kernels.INT4_PACK_ROWS)
+        assert dtype == dtype4 == torch.bfloat16
+    else:
+        assert (int8_rows, int4_rows) == (kernels.INT8_PACK_ROWS_FP32, kernels.INT4_PACK_ROWS_FP32)
+        assert dtype == dtype4 == torch.float32
+    assert kernels.rows_path(torch.float32)[1] == torch.float32
+    calls = []
+    for name in ("_INT8_MM", "_INT4_MM"):
+        op = getattr(kernels, name)
+        if op is not None:
+            monkeypatch.setattr(kernels, name, lambda *a, op=op, name=name: calls.append(name) or op(*a))
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(96, 256, generator=g)
+    q, s = quantize_int8(w)
+    packed, s4 = quantize_int4(w, 32)
+    int4 = kernels.tinygemm_layout() is not None
+    if int4:
+        from trillion.quant.integer import unpack_int4
+
+        tiny = kernels.pack_tinygemm(unpack_int4(packed))
+        sz = kernels.int4_scales_and_zeros(s4, torch.bfloat16)
+    for rows in sorted({int8_rows, int8_rows + 1, int4_rows, int4_rows + 1}):
+        x = torch.randn(rows, 256, generator=g)
+        calls.clear()
+        cases = [("_INT8_MM", int8_rows, kernels.int8_linear(x, q, s, torch.bfloat16), dequantize_int8(q, s))]
+        if int4:
+            got = kernels.int4_linear(x, tiny, 32, sz, kernels.tinygemm_layout())
+            cases.append(("_INT4_MM", int4_rows, got, dequantize_int4(packed, s4)))
+        for name, max_rows, got, w_ref in cases:
+            want = F.linear(x, w_ref)
+            assert got.shape == want.shape and got.dtype == torch.float32
+            assert calls.count(name) == (rows <= max_rows), (name, rows)
+            if rows > max_rows and not native:  # float32 throughout: float32 rounding of 256-term sums
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+            else:  # activations rounded to bf16 (8 bits): ~0.4% of a typical output
+                torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
+                assert float((got - want).abs().max()) > 1e-4, "expected bf16 activations"
+
+
+def test_amx_probe_reads_the_cpu_flags_the_same_way_as_torch(monkeypatch):
+    from_torch = kernels._cpu_has_amx()
+    if not Path("/proc/cpuinfo").is_file():
+        pytest.skip("no /proc/cpuinfo")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert kernels._cpu_has_amx() == from_torch
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA names x86 ISAs")
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE_BF16"])
+def test_bf16_probe_follows_onednn_isa_cap(isa):
+    """oneDNN capped below AMX (AVX2: what an AVX2-only CPU has, and how the suite emulates one)."""
+    code = "from trillion.quant import kernels; print(kernels.NATIVE_BF16_MATMUL)"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @needs_int4
-@pytest.mark.parametrize("rows", [(1,), (2, 7), (10, 9)])  # 10 x 9: dequantise + matmul
+@pytest.mark.parametrize("rows", [(1,), (2, 7), (10, 10)])  # 10 x 10: dequantise + matmul
 @pytest.mark.parametrize("group", [32, 128])
 def test_int4_kernel_matches_dequantize_then_linear(group, rows):
     g = torch.Generator().manual_seed(1)

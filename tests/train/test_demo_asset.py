@@ -54,5 +54,8 @@ def test_docs_report_the_shipped_perplexity(demo):
 
 @pytest.mark.slow  # a full held-out evaluation (minutes on a CPU): `pytest -m slow`
 def test_eval_reproduces_the_documented_perplexity(demo):
+    # A float32 mean over 190k tokens: another CPU's kernels sum it in another order (with the AVX2
+    # kernels, README "Tests": 24.0171566 against the recorded 24.0171623, 2.4e-7 relative), so it
+    # agrees to 1e-5 relative, far below the two decimals the docs print.
     folder, info = demo
-    assert evaluate_folder(folder)["eval_ppl"] == info["eval"]["eval_ppl"]
+    assert evaluate_folder(folder)["eval_ppl"] == pytest.approx(info["eval"]["eval_ppl"], rel=1e-5, abs=0)

@@ -20,9 +20,11 @@ back); `kernel_dtype=torch.float32` gives the exact-but-slow variant.
 Those kernels are matrix-vector products: their time grows with the number of rows M as if each row
 were a separate call (2048 x 2048 weight, 2 threads, AMX machine: int8 0.12 ms at M = 1, 12 ms at
 M = 256, where float32 takes 6 ms). A prefill chunk or a large batch is better served by
-dequantising the weight once and running the BLAS matmul in `kernel_dtype` (1.9 ms int8, 4.5 ms int4
-at M = 256). Above INT8_PACK_ROWS / INT4_PACK_ROWS rows the functions do that; same maths, the
-activations rounded to `kernel_dtype` either way (`python benchmarks/kernel_rows.py` measures it).
+dequantising the weight once and running the BLAS matmul (1.9 ms int8, 4.5 ms int4 at M = 256, bf16
+on AMX). `rows_path` chooses by the CPU where that starts and in which dtype: bf16 (`kernel_dtype`)
+above INT8_PACK_ROWS / INT4_PACK_ROWS rows on AMX, float32 above INT8_PACK_ROWS_FP32 /
+INT4_PACK_ROWS_FP32 elsewhere, where bf16 matmuls are slow (`python benchmarks/kernel_rows.py`
+measures both, on this CPU's kernels and on plain AVX2 ones).
 
 PyTorch's CPU int4 kernel wants its weight in a layout of its own (aten._convert_weight_to_int4pack_
 for_cpu): rows in blocks of `block_n` (64 with AVX512, 32 otherwise), the bytes of a block contiguous,
@@ -33,6 +35,7 @@ reading it back with `unpack_tinygemm`; checkpoints never hold this layout.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import torch
@@ -54,25 +57,55 @@ _INT8_MM = _aten._weight_int8pack_mm.default if HAS_INT8_MM else None
 # (torch 2.13), so they take the plain path
 INT8_MM_K = 16
 _INT4_MM = _aten._weight_int4pack_mm_for_cpu.default if HAS_INT4_MM else None
-# rows above which dequantise + matmul beats the kernels (measured, see the module docstring)
-INT8_PACK_ROWS = 12
-INT4_PACK_ROWS = 64
+# rows above which dequantise + matmul beats the kernels (measured with benchmarks/kernel_rows.py,
+# docs/quantization.md): where that matmul runs in bf16 on AMX, and where it runs in float32
+INT8_PACK_ROWS, INT8_PACK_ROWS_FP32 = 12, 40
+INT4_PACK_ROWS, INT4_PACK_ROWS_FP32 = 64, 96
 
 
-def _fast_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (oneDNN with AVX512-BF16 / AMX)."""
+def _cpu_has_amx() -> bool:
+    """AMX (tiles, with bf16) in this CPU: CPUID through torch.cpu, else /proc/cpuinfo's flags."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if callable(probe):
+        return bool(probe())
     try:
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
+def _native_bf16_matmul() -> bool:
+    """Whether oneDNN multiplies bfloat16 matrices on AMX here. PyTorch gives it bf16 matmuls only
+    where oneDNN's ISA takes bf16 (AVX-512 or AVX2-VNNI-2); ONEDNN_MAX_CPU_ISA, which caps that ISA,
+    must leave it AMX (unset, ALL, or a name with AMX)."""
+    try:
+        routed = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    return routed and _cpu_has_amx() and (cap.upper() == "ALL" or "AMX" in cap.upper())
 
 
-FAST_BF16_MATMUL = _fast_bf16_matmul()  # read once: a constant to torch.compile
+NATIVE_BF16_MATMUL = _native_bf16_matmul()  # read once: a constant to torch.compile
 
 
-def _rows_dtype(kernel_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the dequantise + matmul path: kernel_dtype where the CPU has a fast matmul for it."""
-    return kernel_dtype if kernel_dtype == torch.float32 or FAST_BF16_MATMUL else torch.float32
+def rows_path(kernel_dtype: torch.dtype, int4: bool = False) -> tuple[int, torch.dtype]:
+    """(max_rows, dtype): int8_linear (int4_linear with `int4`) runs aten's kernel on up to max_rows
+    rows; above, it dequantises the weight once and multiplies in `dtype`. Chosen by the CPU.
+
+    With AMX, oneDNN multiplies bf16 several times faster than float32 (2048 x 2048 weight, 256 rows,
+    one thread: 6 ms against 16 ms), so many rows go to `kernel_dtype` (bf16 by default) early. Without
+    AMX, bf16 is no gain: AVX512-BF16 alone is slower than float32 at 256 rows, AVX-512 without BF16
+    3.6x slower, and on AVX2-only CPUs (AMD EPYCs before Zen 4) PyTorch multiplies bf16 in fallback
+    loops 5x slower than float32's BLAS, which made INT8 prefill there 5x slower than float32. So
+    they dequantise to float32 (exact: the activations are not rounded), which beats the kernels
+    only from more rows on (`python benchmarks/kernel_rows.py`; docs/quantization.md).
+    """
+    if NATIVE_BF16_MATMUL:
+        return (INT4_PACK_ROWS if int4 else INT8_PACK_ROWS), kernel_dtype
+    return (INT4_PACK_ROWS_FP32 if int4 else INT8_PACK_ROWS_FP32), torch.float32
 
 
 # ---------------------------------------------------------------------------------------------- INT8
@@ -85,8 +118,8 @@ def int8_linear(
     if x.device.type != "cpu" or not HAS_INT8_MM or q.shape[1] % INT8_MM_K:
         return F.linear(x, (q.to(x.dtype) * scale.to(x.dtype)[:, None]))
     x2 = x.reshape(-1, x.shape[-1])
-    if x2.shape[0] > INT8_PACK_ROWS:
-        dt = _rows_dtype(kernel_dtype)
+    max_rows, dt = rows_path(kernel_dtype)
+    if x2.shape[0] > max_rows:
         y = F.linear(x2.to(dt), q.to(dt)).to(x.dtype) * scale.to(x.dtype)
         return y.view(*x.shape[:-1], q.shape[0])
     # decode calls this with one token: every op saved here is a few microseconds per matmul
@@ -165,8 +198,8 @@ def int4_linear(
     `layout` = tinygemm_layout()). `sz_computed`: sz is made by the caller (not a stored buffer or a
     view of one)."""
     x2 = x.reshape(-1, x.shape[-1])
-    if x2.shape[0] > INT4_PACK_ROWS:
-        dt = _rows_dtype(sz.dtype)
+    max_rows, dt = rows_path(sz.dtype, int4=True)
+    if x2.shape[0] > max_rows:
         w = dequantize_int4_codes(unpack_tinygemm(packed, *layout), sz[..., 0].T, dt)
         return F.linear(x2.to(dt), w).to(x.dtype).view(*x.shape[:-1], packed.shape[0])
     x2 = x2.to(sz.dtype).contiguous()
@@ -190,10 +223,13 @@ if HAS_INT4_MM:
 
 
 def dequantize_int4_codes(codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """codes 0..15 [N, K], scale [N, K // g] -> w [N, K]."""
+    """uint8 codes 0..15 [N, K], scale [N, K // g] -> w [N, K].
+
+    One tensor of N x K values is allocated and scaled in place: each further one is a fresh block of
+    pages to fault in (float32, 2048 x 2048: ~20 ms with two temporaries, ~5 ms without)."""
     n, k = codes.shape
-    q = codes.to(dtype).view(n, scale.shape[-1], -1) - INT4_OFFSET
-    return (q * scale.to(dtype)[..., None]).view(n, k)
+    q = (codes.view(torch.int8) - INT4_OFFSET).to(dtype)  # exact: -8..7
+    return q.view(n, scale.shape[-1], -1).mul_(scale.to(dtype)[..., None]).view(n, k)
 
 
 # ------------------------------------------------------------------------------- FP8 / FP4 / HiF8
