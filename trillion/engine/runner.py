@@ -165,12 +165,10 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
         if ix is None or rows.shape[1] <= ix.topk:
             # HCA: every complete entry. CSA with no more entries than top-k: the indexer would
             # pick every visible one, so they are attended like HCA's
-            block = None if step.block is None else step.block // (t * attn.n_heads)
             out = sparse.attend_entries(q, keys, visible, attn.attn_sink, attn.scale, st.entries.read, rows, ready,
-                                        block)
+                                        _block(step, attn.n_heads))
         else:
-            block = None if step.block is None else step.block // (t * ix.n_heads)
-            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, block)  # [B, T, k]
+            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, ix.n_heads))
             picked_visible = top >= 0
             picked = st.entries.read(rows.gather(1, top.clamp(min=0).flatten(1))).view(*top.shape, -1)  # [B, T, k, K]
             out = torch.cat([  # bound the picked keys' logits of a long chunk
@@ -183,6 +181,11 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
     keep = min(t, wr)  # the new KV vectors enter the ring (only the last Wr of a long chunk survive)
     st.ring.write((slots[:, None], torch.remainder(pos[:, t - keep :], wr)), kv[:, t - keep :])
     return out
+
+
+def _block(step: Step, heads: int) -> int | None:
+    """Entries per block: [B, T*heads, Cb] holds about `step.block` elements."""
+    return None if step.block is None else max(1, step.block // step.positions.numel() // heads)
 
 
 # ---------------------------------------------------------------------------------- blocks and stacks
@@ -266,11 +269,15 @@ class ModelRunner:
     compile: steps of up to GRAPH_TOKENS tokens run as one compiled graph per stack; longer ones
     (prefill) through compiled stages with the state work between them eager.
     static: give those short steps the graph's shapes (padded page tables, a fixed number of
-    entries pooled) even without compiling (default: as compile); tests run the graph's code so."""
+    entries pooled) even without compiling (default: as compile); tests run the graph's code so.
+    block_elements: the compressed entries are read in blocks whose [B, T*H, Cb] logits or index
+    scores hold about this many elements (trillion.engine.sparse)."""
 
     def __init__(self, model: Transformer, pool: StatePool, *, max_model_len: int | None = None,
-                 compile: bool = False, experts=None, static: bool | None = None):
+                 compile: bool = False, experts=None, static: bool | None = None,
+                 block_elements: int = BLOCK_ELEMENTS):
         self.model, self.pool, self.cfg = model, pool, model.cfg
+        self.block_elements = block_elements
         self.max_model_len = max_model_len or self.cfg.max_seq_len  # the engine checks it against the model
         self.experts = experts if experts is not None else Grouped()
         self.compiled = compile
@@ -284,7 +291,7 @@ class ModelRunner:
     def _step(self, seqs: list[SeqState], stack: str, t: int, device) -> tuple[Step, bool]:
         in_graph = self.compiled and t <= GRAPH_TOKENS
         step = make_step(self.pool, seqs, stack, t, static=self.static and t <= GRAPH_TOKENS,
-                         max_model_len=self.max_model_len, device=device)
+                         max_model_len=self.max_model_len, device=device, block=self.block_elements)
         if in_graph:
             _mark_dynamic(step, len(seqs))
         return step, in_graph
