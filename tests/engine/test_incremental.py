@@ -46,6 +46,21 @@ def test_chunked_prefill_equals_one_shot(chunk):
     assert (got - full[1:2]).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("chunk,dense", [(3, True), (8, False)], ids=["3-dense", "8-op"])
+def test_short_steps_in_the_graphs_shapes_equal_the_full_forward(chunk, dense):
+    """Steps of a few tokens (MTP drafts and speculative checks) as the compiled graph runs them:
+    padded page tables, a fixed number of entries pooled, the in-graph expert strategies (every
+    expert weighted, or the opaque op), run eagerly."""
+    from trillion.engine.experts import InGraph, stack_experts
+
+    _, model, ids, full, _, pool, _ = _setup()
+    run = ModelRunner(model, pool, max_model_len=T + 8, static=True,
+                      experts=InGraph(model, stack_experts(model), dense=dense))
+    seqs = [pool.allocate() for _ in range(2)]
+    got = torch.cat([run.forward(ids[:2, s : s + chunk], seqs)[0] for s in range(0, T, chunk)], dim=1)
+    assert (got - full[:2]).abs().max() <= TOL
+
+
 def test_a_batch_equals_its_sequences_run_alone():
     _, _, ids, full, _, pool, run = _setup()
     seqs = [pool.allocate() for _ in range(3)]

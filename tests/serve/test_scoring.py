@@ -80,3 +80,11 @@ def test_zero_new_tokens_generates_nothing(model):
     eng = llm.engine
     assert not eng.has_work() and eng.pool.slots_in_use() == 0 and eng.pool.pages_in_use() == 0
     assert all(v == 0 for v in eng.reserved.values())
+
+
+def test_llm_outputs_carry_the_prompt_logprobs(model, reference):
+    out = LLM(model, max_seqs=4, prefill_chunk=16, page_size=4).generate(
+        [PROMPT], SamplingParams(max_new_tokens=0, prompt_logprobs=0))[0]
+    assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == len(PROMPT)
+    got = [lp["logprob"] for lp in out.prompt_logprobs[1:]]
+    assert got == pytest.approx([float(reference[t - 1, PROMPT[t]]) for t in range(1, len(PROMPT))], abs=1e-4)

@@ -23,6 +23,7 @@ from .layouts import detect_layout
 from .load import fp8_block, read_config, without_absent_mtp
 from .official import is_quantized, weight_of_scale
 from .plan import make_plan
+from .quantized import is_release_config, quantized_plan, stored_scheme
 from .side_files import GENERATION_CONFIG, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, TOKENIZER_JSON
 
 
@@ -76,7 +77,6 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         out["notes"] = [str(w.message) for w in caught]
         with torch.device("meta"):
             model = Transformer(cfg)
-        from ..quant.checkpoint import quantized_plan  # a checkpoint of ours that records a scheme
 
         plan = quantized_plan(tensors, cfg, raw or {}) or make_plan(tensors, model.state_dict(), fp8_block(raw))
         out["missing"] = plan.missing
@@ -124,7 +124,6 @@ def _config_summary(cfg) -> dict[str, Any]:
 def _quantization(tensors: dict[str, TensorInfo], raw: dict) -> dict[str, Any]:
     """The scheme (ours: from config.json; DeepSeek's release: "release") and the quantised weights
     by format: a weight is quantised when its `.scale` is stored beside it."""
-    from ..quant.checkpoint import is_release_config, stored_scheme
 
     weights = [w for n in tensors if n.endswith(".scale") and (w := tensors.get(weight_of_scale(n)))]
     try:

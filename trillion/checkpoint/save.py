@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..model.dtypes import param_dtype
+from ..quant.swap import is_quantized
 from .atomic import SIDE_FILES, SIDE_FOLDERS, atomic_folder, normal_file_mode
 from .dtype import as_dtype, dtype_name
 from .errors import CheckpointError, listing
@@ -64,15 +65,13 @@ def save_model(
     scales under the release's names, its scheme in config.json; see docs/quantization.md).
     Returns the folder.
     """
-    from ..quant.swap import is_quantized  # trillion.quant builds on this package: import late
-
     if is_quantized(model):
         if layout not in (None, DEEPSEEK):
             raise UserError(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
                 f"under the release's names); got layout={layout!r}: pass layout=None"
             )
-        from ..quant.checkpoint import save_quantized
+        from .quantized import save_quantized  # it builds on this module
 
         return save_quantized(
             model,

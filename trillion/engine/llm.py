@@ -41,6 +41,7 @@ class Output:
     prompt_token_ids: list[int]
     outputs: list[Completion]
     stats: dict = field(default_factory=dict)
+    prompt_logprobs: list[dict | None] | None = None  # SamplingParams.prompt_logprobs: one per prompt token
 
     @property
     def token_ids(self) -> list[int]:
@@ -161,7 +162,8 @@ class LLM:
         }
         if drafted:
             stats.update(draft_tokens=drafted, accepted_tokens=accepted, acceptance_rate=accepted / drafted)
-        return Output(prompt if isinstance(prompt, str) else None, ids, comps, stats)
+        plp = list(seqs[0].prompt_logprobs) if seqs[0].params.prompt_logprobs is not None else None
+        return Output(prompt if isinstance(prompt, str) else None, ids, comps, stats, plp)
 
     # ------------------------------------------------------------------ API
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..chat import OutputParser, ToolCall, encode_messages
+from ..checkpoint.side_files import DEFAULT_MAX_NEW_TOKENS
 from ..engine.engine import Engine
 from ..engine.sampling import SamplingParams
 from ..tokenizer import TextStream, Tokenizer
@@ -28,8 +29,8 @@ from .metrics import Metrics
 from .worker import EngineWorker, Ticket
 
 # New tokens of a chat answer when neither the request nor the model's generation_config.json says:
-# DeepSeek's API default for max_tokens (and what trillion writes into generation_config.json).
-DEFAULT_MAX_TOKENS = 4096
+# the number trillion writes into generation_config.json (DeepSeek's API default for max_tokens).
+DEFAULT_MAX_TOKENS = DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass

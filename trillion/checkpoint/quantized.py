@@ -12,7 +12,7 @@ in that dtype (as a bf16 source's are). For `v4-release` this is
 the official layout: FP8 E4M3 + UE8M0 [ceil(N/128), ceil(K/128)] and packed E2M1 int8 + UE8M0
 [N, K/32], with the release's quantization_config keys.
 
-Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
+Loading (`load_model` calls `stored_scheme`, then the one fill loop of load.py):
   1. config.json names the scheme (`quantization_config.scheme`), or the caller asks for v4-release
      on a release checkpoint (DeepSeek's own config has no scheme key);
   2. build the model on meta, cast it, swap in empty quantised modules (quantize_model on meta);
@@ -20,30 +20,31 @@ Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
      must have exactly their format's dtype and shape, float tensors the right shape; every mismatch
      (naming the file, the tensor and what was expected) is raised at once, before data is read;
   4. read shard by shard; a quantised module is filled once all its tensors are read.
+
+This module builds on trillion.quant (the quantised modules and schemes); trillion.quant knows
+nothing of checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint.dtype import dtype_name
-from ..checkpoint.errors import CheckpointError, listing
-from ..checkpoint.header import TensorInfo
-from ..checkpoint.index import checkpoint_tensors, shard_files
-from ..checkpoint.layouts import DEEPSEEK, detect_layout
-from ..checkpoint.plan import PLAIN_FLOATS, Plan
 from ..config import ModelConfig
 from ..model import Transformer
 from ..model.dtypes import cast_model, param_dtype
-from .linear import QuantLinear
-from .schemes import Scheme, get_scheme
-from .swap import dequantize_model, quantize_model, quantized_modules
+from ..quant.linear import QuantLinear
+from ..quant.schemes import Scheme, get_scheme
+from ..quant.swap import dequantize_model, quantize_model, quantized_modules
+from .dtype import dtype_name
+from .errors import CheckpointError
+from .header import TensorInfo
+from .layouts import DEEPSEEK, detect_layout
+from .plan import PLAIN_FLOATS, Entry, Plan
+from .save import write_checkpoint
 
 NO_QUANT = (False, "none")
 KEEP_FLOAT = "modules_to_not_convert"  # transformers' key for the modules a quantisation leaves in float
@@ -78,8 +79,6 @@ def save_quantized(
     float32 staying float32 (`param_dtype`); None keeps each as the model holds it. Quantised codes and
     scales are stored in their formats' dtypes either way.
     """
-    from ..checkpoint.save import write_checkpoint
-
     scheme = getattr(model, "quant_scheme", None)
     if not isinstance(scheme, Scheme):
         raise CheckpointError(
@@ -199,8 +198,6 @@ def match_tensors(tensors: dict[str, TensorInfo], model: Transformer) -> Plan:
 
     Plan.entries name our tensor and the stored one (scale unused: quantised tensors fill their module).
     """
-    from ..checkpoint.plan import Entry
-
     plan = Plan(layout=detect_layout(set(tensors)))
     if plan.layout != DEEPSEEK:
         plan.problems.append(
@@ -262,79 +259,7 @@ def quantized_plan(tensors: dict[str, TensorInfo], cfg: ModelConfig, raw: dict) 
     return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32, kept_float(raw)))
 
 
-def load_quantized(
-    folder: Path,
-    cfg: ModelConfig,
-    scheme: Scheme,
-    *,
-    dtype: torch.dtype,
-    device=None,
-    progress=None,
-    tensors: dict[str, TensorInfo] | None = None,
-) -> Transformer:
-    """The quantised model stored in `folder` (steps 2-4 of the module docstring).
-
-    cfg: the config to build (load_model has applied its MTP and fake_quant adjustments); tensors:
-    the folder's headers when the caller has read them already.
-    """
-    from tqdm.auto import tqdm
-
-    from ..checkpoint.load import PROGRESS_MIN_TENSORS, _assign, _check_table, open_safetensors, read_tensor
-
-    folder = Path(folder)
-    tensors = checkpoint_tensors(folder) if tensors is None else tensors
-    raw = json.loads((folder / "config.json").read_text())  # load_model has read it: it parses
-    try:
-        model = quantized_meta_model(cfg, scheme, dtype, kept_float(raw))
-    except ValueError as e:  # the scheme does not fit the config's shapes
-        raise CheckpointError(f"{folder}: {e}") from None
-    plan = match_tensors(tensors, model)
-    if not plan.ok:
-        raise plan.error(folder, shard_files(folder))
-    device = torch.device(device or "cpu")
-    if device.type == "meta":
-        return model.eval()
-
-    owners = {f"{n}.{leaf}": (n, m) for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
-    pending: dict[str, dict[str, torch.Tensor]] = {}
-    by_file: dict[Path, list] = {}
-    for e in plan.entries:
-        by_file.setdefault(e.stored.file, []).append(e)
-    show = sys.stderr.isatty() and len(plan.entries) >= PROGRESS_MIN_TENSORS if progress is None else progress
-    with tqdm(total=len(plan.entries), desc=f"loading {folder.name}", unit="tensor", disable=not show) as bar:
-        for file, entries in by_file.items():
-            with open_safetensors(file, backend="pread") as f:
-                for e in entries:
-                    t = read_tensor(f, e.stored)
-                    owner = owners.get(e.ours)
-                    if owner is not None:
-                        mname, m = owner
-                        got = pending.setdefault(mname, {})
-                        got[e.ours.rsplit(".", 1)[1]] = t.to(device)
-                        if len(got) == len(m.stored_spec()):
-                            _materialize(m, device)
-                            m.load_stored(pending.pop(mname))
-                    else:
-                        target = _target(model, e.ours)
-                        want = param_dtype(e.ours, dtype) if target.is_floating_point() else target.dtype
-                        t = t.to(device=device, dtype=want)
-                        if e.ours.endswith("tid2eid"):
-                            _check_table(t, e.stored, cfg.n_routed_experts)
-                        _assign(model, e.ours, t)
-                    bar.update()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # every state_dict entry was matched, so this is a bug, not a bad checkpoint
-        raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
-    return model.eval()
-
-
-def _target(model: nn.Module, name: str) -> torch.Tensor:
-    module, _, leaf = name.rpartition(".")
-    m = model.get_submodule(module)
-    return m._parameters[leaf] if leaf in m._parameters else m._buffers[leaf]
-
-
-def _materialize(m: QuantLinear, device: torch.device) -> None:
+def materialize(m: QuantLinear, device: torch.device) -> None:
     """Give a meta QuantLinear real (empty) buffers on `device` before load_stored fills them."""
     for name, b in list(m.named_buffers(recurse=False)):
         if b.is_meta:
