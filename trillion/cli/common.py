@@ -46,6 +46,19 @@ def at_least(lo: int):
 positive_int, non_negative_int = at_least(1), at_least(0)
 
 
+def context_tokens(text: str) -> int:
+    """An argparse type: a token count >= 1 as 4096, 128K or 1M (K = 1024, M = 1024**2)."""
+    from ..kvcost import parse_tokens
+
+    try:
+        n = parse_tokens(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return n
+
+
 def add_threads_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core)")
@@ -63,8 +76,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="compute dtype")
     g.add_argument("--max-seqs", "--max-num-seqs", dest="max_seqs", type=positive_int, default=8,
                    help="sequences decoded together (--max-num-seqs: vLLM's name)")
-    g.add_argument("--max-model-len", type=positive_int, default=None,
-                   help="prompt + new tokens limit (default: the model's context)")
+    g.add_argument("--max-model-len", type=context_tokens, default=None, metavar="N",
+                   help="prompt + new tokens limit: 4096, 128K, 1M (default: the model's position limit)")
+    g.add_argument("--allow-long-context", action="store_true",
+                   help="let --max-model-len pass the model's position limit (a warning: it was not trained that long)")
+    g.add_argument("--kv-dtype", choices=["auto", "bf16", "float32", "fp8"], default="auto",
+                   help="attention-state storage: auto = the compute dtype; fp8 = the release's FP8 KV and FP4 "
+                        "indexer keys")
     g.add_argument("--prefill-chunk", type=positive_int, default=512, help="prompt tokens per prefill step")
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=positive_int, default=1, help="draft tokens per speculative step")
@@ -80,7 +98,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     set_threads(args.threads)
     args.torch_dtype = getattr(torch, DTYPES[args.dtype])
     return {"max_seqs": args.max_seqs, "max_model_len": args.max_model_len, "prefill_chunk": args.prefill_chunk,
-            "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens, "compile": args.compile}
+            "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens, "compile": args.compile,
+            "allow_long_context": args.allow_long_context, "kv_dtype": args.kv_dtype}
 
 
 def resolve_model(model: str | None) -> str:

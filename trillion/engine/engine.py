@@ -31,7 +31,8 @@ from ..model import Transformer
 from .experts import make_dispatch
 from .runner import ModelRunner
 from .sampling import SamplingParams, draw, prompt_logprobs, target_distribution, token_logprobs, verify_draft
-from .state import MAIN, MTP, SeqState, StatePool
+from .kvstore import check_kv_dtype
+from .state import MAIN, MTP, SeqState, StatePool, pool_tokens
 
 WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"
 
@@ -75,17 +76,37 @@ class Event:
     finished: bool = False
 
 
+def _model_len(cfg, max_model_len: int | None, allow_long_context: bool) -> int:
+    """The engine's limit on prompt + new tokens: the model's position limit unless told otherwise;
+    past it only on request, with a warning (the model never saw positions that far)."""
+    if max_model_len is None or max_model_len <= cfg.max_seq_len:
+        return max_model_len or cfg.max_seq_len
+    if not allow_long_context:
+        raise UserError(
+            f"max_model_len = {max_model_len} exceeds the model's position limit {cfg.max_seq_len} "
+            "(max_position_embeddings); pass allow_long_context=True (--allow-long-context) to run past it"
+        )
+    warnings.warn(
+        f"max_model_len = {max_model_len} is past the model's position limit {cfg.max_seq_len}: it was not "
+        "trained on sequences that long, and what it makes of them is untested", stacklevel=3)
+    return max_model_len
+
+
 def _positive(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{name} = {value!r}: expected an integer >= {minimum}")
 
 
 class Engine:
-    """options: max_seqs (sequences decoded together), max_model_len (prompt + new tokens),
-    prefill_chunk (prompt tokens per step), page_size (entries per state page), kv_cache_tokens
-    (tokens of compressed state the pool holds), speculative ("mtp"), num_draft_tokens, compile
-    (torch.compile the steps), experts (the routed-expert strategy: "grouped", "graph" or an
-    object, see trillion.engine.experts; default "graph" with compile, else "grouped")."""
+    """options: max_seqs (sequences decoded together), max_model_len (prompt + new tokens; default
+    the model's position limit, beyond it only with allow_long_context=True), prefill_chunk (prompt
+    tokens per step), page_size (entries per state page), kv_cache_tokens (tokens of compressed
+    state the pool holds, all sequences together; default: max_seqs x max_model_len, or what 80% of
+    the available memory holds), kv_dtype (how the state is stored: "auto" = the model's dtype,
+    "bf16", "float32", or "fp8" = the release's FP8 KV / FP4 indexer keys), speculative ("mtp"),
+    num_draft_tokens, compile (torch.compile the steps), experts (the routed-expert strategy:
+    "grouped", "graph" or an object, see trillion.engine.experts; default "graph" with compile,
+    else "grouped")."""
 
     def __init__(
         self,
@@ -96,6 +117,8 @@ class Engine:
         prefill_chunk: int = 512,
         page_size: int = 64,
         kv_cache_tokens: int | None = None,
+        kv_dtype: str = "auto",
+        allow_long_context: bool = False,
         speculative: str | None = None,
         num_draft_tokens: int = 1,
         compile: bool = False,
@@ -118,15 +141,25 @@ class Engine:
                 "new draft length compiles its own graphs on first use",
                 stacklevel=2,
             )
+        check_kv_dtype(kv_dtype)
         self.model, self.cfg = model, cfg
-        self.max_model_len = min(max_model_len or cfg.max_seq_len, cfg.max_seq_len)
+        self.max_model_len = _model_len(cfg, max_model_len, allow_long_context)
         self.prefill_chunk, self.speculative, self.k = prefill_chunk, speculative, num_draft_tokens
-        tokens = kv_cache_tokens or max_seqs * min(self.max_model_len, 8192)
+        if kv_dtype == "fp8" and not cfg.fake_quant:
+            warnings.warn(
+                "kv_dtype='fp8' stores the state as DeepSeek's release does (FP8 KV, FP4 indexer keys), but this "
+                "model does not round its activations so (cfg.fake_quant is off): its outputs will differ from "
+                "the unrounded model's", stacklevel=2)
+        if kv_cache_tokens:
+            tokens, sizing = kv_cache_tokens, f"kv_cache_tokens = {kv_cache_tokens}"
+        else:
+            tokens, sizing = pool_tokens(cfg, max_seqs=max_seqs, max_model_len=self.max_model_len, kv_dtype=kv_dtype,
+                                         dtype=model.dtype, page_size=page_size)
         ratios = {cfg.ratio(i) for i in range(cfg.n_layers + cfg.n_mtp_layers)} - {0}
         self.pool = StatePool(
             cfg, max_seqs=max_seqs, max_entries={r: ceil_div(tokens, r) for r in ratios}, page_size=page_size,
             spec_slack=num_draft_tokens + 1 if speculative else 0, dtype=model.dtype,
-            device=model.embed.weight.device,
+            device=model.embed.weight.device, kv_dtype=kv_dtype, sizing=sizing,
         )
         # the routed-expert strategy; "graph" stacks the experts' weights (a visible step on the model)
         self.experts = make_dispatch(experts or ("graph" if compile else "grouped"), model)
@@ -160,11 +193,7 @@ class Engine:
             )
         if params.n > self.pool.max_seqs:
             raise UserError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
-        if not self.pool.fits_ever(self._need(len(prompt_ids), params), params.n):
-            raise UserError(
-                f"a request of {total} tokens x n = {params.n} samples can never fit the state pool "
-                f"(raise kv_cache_tokens or lower max_new_tokens)"
-            )
+        self.pool.check_fits(self._need(len(prompt_ids), params), params.n)
         rid = next(self._req_ids)
         seqs = []
         for i in range(params.n):

@@ -38,13 +38,17 @@ from ..model import Transformer
 from ..model.attention import QUERY_CHUNK, Attention, attend
 from ..model.block import Block
 from ..model.compressor import Compressor
-from ..model.indexer import select_topk
 from ..model.mhc import hc_post
 from .compiling import compile_fn
+from . import sparse
 from .experts import Grouped
+from .kvstore import Store
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
 GRAPH_TOKENS = 8  # with compile=True, steps of at most this many tokens per sequence run as one graph
+# Entries are read in blocks whose [B, T*H, Cb] logits / scores hold about this many elements
+# (16 MiB of float32): the working memory of a step is bounded by it, not by the context.
+BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -55,14 +59,16 @@ class Step:
     slots: torch.Tensor  # [B]
     rows: dict[int, torch.Tensor]  # ratio -> [B, C] flat pool rows of entries 0, 1, ... (padded)
     new: dict[int, int]  # ratio -> entries to pool per sequence (a bound; extra ones are masked)
+    block: int | None = None  # elements of one [B, T*H, Cb] block over the entries; None: all at once
 
 
 def make_step(pool: StatePool, seqs: list[SeqState], stack: str, t: int, *, static: bool,
-              max_model_len: int, device) -> Step:
+              max_model_len: int, device, block: int | None = BLOCK_ELEMENTS) -> Step:
     """Host side of a step: reserve the pages, build the tensors.
 
     static: shapes that depend only on (B, T) and the longest sequence's page count rounded up to
-    a power of two (few distinct graphs for torch.compile); otherwise exact."""
+    a power of two (few distinct graphs for torch.compile), the entries read as one block;
+    otherwise exact, the entries read in blocks of `block` elements ([B, T*H, Cb])."""
     lengths = [s.lengths[stack] for s in seqs]
     for s, n in zip(seqs, lengths):
         pool.ensure_pages(s, stack, n + t)
@@ -83,19 +89,20 @@ def make_step(pool: StatePool, seqs: list[SeqState], stack: str, t: int, *, stat
         rows[r] = pool.page_rows(seqs, g, width).to(device)
     positions = (start[:, None] + torch.arange(t)).to(device)
     slots = torch.tensor([s.slot for s in seqs], dtype=torch.long, device=device)
-    return Step(positions, slots, rows, new)
+    return Step(positions, slots, rows, new, None if static else block)
 
 
 # ---------------------------------------------------------------------------------- the state algorithm
 
 
-def fold(comp: Compressor, ring_kv: torch.Tensor, ring_score: torch.Tensor, pages: torch.Tensor,
+def fold(comp: Compressor, ring_kv: torch.Tensor, ring_score: torch.Tensor, pages: Store,
          proj: tuple[torch.Tensor, torch.Tensor], step: Step, n: int, dtype: torch.dtype) -> None:
     """Fold the new tokens into the compressor: pool every block they complete into its entry.
 
     proj: the new tokens' (kv, score) [B, T, c*w] (score without ape); ring_kv / ring_score
-    [S, Rc, c*w]: the projections of each slot's last Rc positions; pages [n_pages, P, w]. n: how
-    many entries to pool per sequence (at least the most any sequence completes)."""
+    [S, Rc, c*w]: the projections of each slot's last Rc positions; pages: the entries' store
+    [n_pages * P] of w-vectors. n: how many entries to pool per sequence (at least the most any
+    sequence completes)."""
     kv, score = proj
     r, pos, slots = comp.ratio, step.positions, step.slots
     t, rc = pos.shape[1], ring_kv.shape[1]
@@ -119,8 +126,7 @@ def fold(comp: Compressor, ring_kv: torch.Tensor, ring_score: torch.Tensor, page
         rows = step.rows[r]
         done = entry < ((start + t) // r)[:, None]
         dst = torch.where(done, rows.gather(1, entry.clamp(max=rows.shape[1] - 1)), 0)
-        flat = pages.view(-1, pages.shape[-1])
-        flat.index_put_((dst.flatten(),), entries.flatten(0, 1).to(flat.dtype))
+        pages.write(dst.flatten(), entries.flatten(0, 1))
     keep = min(t, rc)  # only the last Rc positions stay in the ring
     at = (slots[:, None], pos[:, t - keep :] % rc)
     ring_kv[at] = kv[:, t - keep :]
@@ -131,51 +137,55 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
     """Attention of the new tokens against the state of one layer -> heads' outputs [B, T, H, K].
 
     h [B, T, D] (normed block input), q [B, T, H, K], kv [B, T, K]; proj / iproj the compressor's
-    and the indexer compressor's projections; iq, iw the index queries and head weights."""
+    and the indexer compressor's projections; iq, iw the index queries and head weights. Every key
+    is seen as the pool stores it (`Store.round` for the new tokens), so a result does not depend
+    on how the tokens were split into steps."""
     pos, slots = step.positions, step.slots
     t = pos.shape[1]
-    wr, w = st.ring.shape[1], attn.cfg.window_size
+    wr, w = st.ring.lead[1], attn.cfg.window_size
+    kv = st.ring.round(kv)
     # window: the ring (positions before the step; ring slot = position mod Wr), then the step
     last = pos[:, :1] - 1
     ring_pos = last - torch.remainder(last - torch.arange(wr, device=pos.device), wr)  # [B, Wr]
     kpos = torch.cat((ring_pos, pos), dim=1)[:, None, :]  # [B, 1, Wr + T]
     qpos = pos[:, :, None]  # [B, T, 1]
-    keys = torch.cat((st.ring[slots], kv), dim=1)  # [B, Wr + T, K]
+    keys = torch.cat((st.ring.read(slots), kv), dim=1)  # [B, Wr + T, K]
     visible = (kpos >= 0) & (kpos <= qpos) & (kpos > qpos - w)  # [B, T, Wr + T]
 
-    picked = picked_visible = None
-    if attn.compressor is not None:
+    if attn.compressor is None:
+        out = attend_fn(q, keys, visible, attn.attn_sink, attn.scale)
+    else:
         r = attn.ratio
         fold(attn.compressor, st.comp_kv, st.comp_score, st.entries, proj, step, step.new[r], h.dtype)
         rows = step.rows[r]  # [B, C]
-        ready = torch.arange(rows.shape[1], device=pos.device) < (qpos + 1) // r  # [B, T, C]: complete
-        entries = st.entries.view(-1, st.entries.shape[-1])
+        ready = (qpos + 1) // r  # [B, T, 1]: entries complete at each query
         ix = attn.indexer
         if ix is not None:
             fold(ix.compressor, st.idx_kv, st.idx_score, st.idx_keys, iproj, step, step.new[r], h.dtype)
         if ix is None or rows.shape[1] <= ix.topk:
             # HCA: every complete entry. CSA with no more entries than top-k: the indexer would
-            # pick every visible one, so they are attended like HCA's (same keys, no gather)
-            keys = torch.cat((keys, entries[rows]), dim=1)
-            visible = torch.cat((visible, ready), dim=-1)
+            # pick every visible one, so they are attended like HCA's
+            out = sparse.attend_entries(q, keys, visible, attn.attn_sink, attn.scale, st.entries.read, rows, ready,
+                                        _block(step, attn.n_heads))
         else:
-            index_keys = st.idx_keys.view(-1, st.idx_keys.shape[-1])[rows]  # [B, C, d]
-            top = select_topk(ix.scores(h, iq, index_keys, iw), ready, ix.topk)  # [B, T, k]
+            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, ix.n_heads))
             picked_visible = top >= 0
-            picked = entries[rows.gather(1, top.clamp(min=0).flatten(1)).view(top.shape)]  # [B, T, k, K]
-
-    if picked is None or t <= QUERY_CHUNK:
-        out = attend_fn(q, keys, visible, attn.attn_sink, attn.scale, picked, picked_visible)
-    else:  # bound the picked keys' logits of a long chunk
-        out = torch.cat([
-            attend_fn(q[:, s : s + QUERY_CHUNK], keys, visible[:, s : s + QUERY_CHUNK], attn.attn_sink, attn.scale,
-                      picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK])
-            for s in range(0, t, QUERY_CHUNK)
-        ], dim=1)
+            picked = st.entries.read(rows.gather(1, top.clamp(min=0).flatten(1))).view(*top.shape, -1)  # [B, T, k, K]
+            out = torch.cat([  # bound the picked keys' logits of a long chunk
+                attend_fn(q[:, s : s + QUERY_CHUNK], keys, visible[:, s : s + QUERY_CHUNK], attn.attn_sink,
+                          attn.scale, picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK])
+                for s in range(0, t, QUERY_CHUNK)
+            ], dim=1) if t > QUERY_CHUNK else attend_fn(q, keys, visible, attn.attn_sink, attn.scale, picked,
+                                                          picked_visible)
 
     keep = min(t, wr)  # the new KV vectors enter the ring (only the last Wr of a long chunk survive)
-    st.ring[slots[:, None], torch.remainder(pos[:, t - keep :], wr)] = kv[:, t - keep :].to(st.ring.dtype)
+    st.ring.write((slots[:, None], torch.remainder(pos[:, t - keep :], wr)), kv[:, t - keep :])
     return out
+
+
+def _block(step: Step, heads: int) -> int | None:
+    """Entries per block: [B, T*heads, Cb] holds about `step.block` elements."""
+    return None if step.block is None else max(1, step.block // step.positions.numel() // heads)
 
 
 # ---------------------------------------------------------------------------------- blocks and stacks
@@ -259,12 +269,16 @@ class ModelRunner:
     compile: steps of up to GRAPH_TOKENS tokens run as one compiled graph per stack; longer ones
     (prefill) through compiled stages with the state work between them eager.
     static: give those short steps the graph's shapes (padded page tables, a fixed number of
-    entries pooled) even without compiling (default: as compile); tests run the graph's code so."""
+    entries pooled) even without compiling (default: as compile); tests run the graph's code so.
+    block_elements: the compressed entries are read in blocks whose [B, T*H, Cb] logits or index
+    scores hold about this many elements (trillion.engine.sparse)."""
 
     def __init__(self, model: Transformer, pool: StatePool, *, max_model_len: int | None = None,
-                 compile: bool = False, experts=None, static: bool | None = None):
+                 compile: bool = False, experts=None, static: bool | None = None,
+                 block_elements: int = BLOCK_ELEMENTS):
         self.model, self.pool, self.cfg = model, pool, model.cfg
-        self.max_model_len = min(max_model_len or self.cfg.max_seq_len, self.cfg.max_seq_len)
+        self.block_elements = block_elements
+        self.max_model_len = max_model_len or self.cfg.max_seq_len  # the engine checks it against the model
         self.experts = experts if experts is not None else Grouped()
         self.compiled = compile
         self.static = compile if static is None else static
@@ -277,7 +291,7 @@ class ModelRunner:
     def _step(self, seqs: list[SeqState], stack: str, t: int, device) -> tuple[Step, bool]:
         in_graph = self.compiled and t <= GRAPH_TOKENS
         step = make_step(self.pool, seqs, stack, t, static=self.static and t <= GRAPH_TOKENS,
-                         max_model_len=self.max_model_len, device=device)
+                         max_model_len=self.max_model_len, device=device, block=self.block_elements)
         if in_graph:
             _mark_dynamic(step, len(seqs))
         return step, in_graph

@@ -10,6 +10,11 @@ What one sequence keeps, per layer (main layers and MTP blocks alike):
 * compressed entries: one KV vector per `ratio` tokens, in pages of `page_size` entries;
 * CSA layers also keep the indexer compressor's ring and its compressed keys, paged alike.
 
+KV vectors and indexer keys are stored in the pool's `kv_dtype` (trillion.engine.kvstore): the
+model's dtype, bf16, float32, or the release's FP8 (KV) / FP4 (indexer keys) with block scales.
+`nbytes(by_part=True)` and `used_bytes()` report bytes by `trillion.kvcost.PARTS`, the parts
+`trillion kv` counts.
+
 The slack is the most tokens one speculative step adds. Both rings are indexed by position, so a
 step that is rolled back needs no undo: resetting the sequence's length leaves every token the
 state still needs in place (the slack keeps them from being overwritten), and entries written past
@@ -19,7 +24,12 @@ Every sequence takes one fixed-size *slot* (the rings) and, per (stack, ratio) g
 pages that grows as entries are emitted. Pages come from a free list shared by all sequences, so
 sequences of very different lengths share memory without fragmentation; a finished sequence
 returns its slot and pages at once. Admission reserves a request's pages up front
-(`reserve`), so a running sequence never runs out.
+(`reserve`), so a running sequence never runs out. The pages are allocated lazily (memory the OS
+backs only once written) and zeroed when handed out, so the resident size follows the pages in use.
+
+How many pages: `max_entries` per ratio; `pool_tokens` sizes it as vLLM sizes its cache, from
+what the sequences may need (max_seqs x max_model_len) and what memory can hold (a fraction of
+MemAvailable), whichever is smaller.
 
 Shapes: S slots, Wr window ring, Rc compressor ring, P entries per page, K head dim, d index head
 dim, c*w compressor projection width.
@@ -32,6 +42,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import ModelConfig, ceil_div
+from ..errors import UserError
+from ..kvcost import PARTS
+from ..units import format_bytes
+from .kvstore import Store, check_fp8_config, check_kv_dtype, key_store, kv_store
+
+KV_MEMORY_FRACTION = 0.8  # of MemAvailable at start, for the state pool (the rest: workspace, others)
 
 
 class OutOfPages(RuntimeError):
@@ -40,20 +56,19 @@ class OutOfPages(RuntimeError):
 
 @dataclass
 class LayerState:
-    """Pool tensors of one layer (index over main layers, then MTP blocks)."""
+    """Pool storage of one layer (index over main layers, then MTP blocks)."""
 
-    ring: torch.Tensor  # [S, Wr, K]
+    ring: Store  # [S, Wr] KV vectors
     ratio: int = 0
     comp_kv: torch.Tensor | None = None  # [S, Rc, c*K] float32
     comp_score: torch.Tensor | None = None  # [S, Rc, c*K] float32, ape included
-    entries: torch.Tensor | None = None  # [pages, P, K]
+    entries: Store | None = None  # [pages * P] KV vectors (flat rows)
     idx_kv: torch.Tensor | None = None  # [S, Rc, 2*d] float32 (CSA)
     idx_score: torch.Tensor | None = None
-    idx_keys: torch.Tensor | None = None  # [pages, P, d] (CSA)
+    idx_keys: Store | None = None  # [pages * P] indexer keys (CSA)
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for t in (self.ring, self.comp_kv, self.comp_score, self.entries, self.idx_kv, self.idx_score,
-                            self.idx_keys) if t is not None]
+    def comp_tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.comp_kv, self.comp_score, self.idx_kv, self.idx_score) if t is not None]
 
 
 MAIN, MTP = "main", "mtp"
@@ -74,6 +89,23 @@ class SeqState:
         return self.lengths[MAIN]
 
 
+def mem_available() -> int | None:
+    """Bytes the OS could give this process now (Linux MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # other Unixes: free physical pages
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class StatePool:
     """All attention state of a model for up to `max_seqs` concurrent sequences."""
 
@@ -88,11 +120,18 @@ class StatePool:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         n_layers: int | None = None,
+        kv_dtype: str = "auto",
+        sizing: str = "",
     ):
         """max_entries[r]: compressed entries (all sequences together) the pool holds for ratio r;
         by default enough for every slot at `cfg.max_seq_len` capped at 8192 tokens.
-        spec_slack: the most tokens one step may add and then roll back (speculative decoding)."""
+        spec_slack: the most tokens one step may add and then roll back (speculative decoding).
+        dtype: the compute dtype (what reads return); kv_dtype: how vectors are stored (kvstore).
+        sizing: how max_entries was chosen, for messages."""
         self.cfg, self.max_seqs, self.page_size, self.dtype = cfg, max_seqs, page_size, dtype
+        self.kv_dtype = check_kv_dtype(kv_dtype)
+        if kv_dtype == "fp8":
+            check_fp8_config(cfg)
         self.slack = spec_slack
         self.ring_size = cfg.window_size + spec_slack
         n = cfg.n_layers + cfg.n_mtp_layers if n_layers is None else n_layers
@@ -100,6 +139,8 @@ class StatePool:
         if max_entries is None:
             tokens = min(cfg.max_seq_len, 8192)
             max_entries = {r: max_seqs * ceil_div(tokens, r) for _, r in self.groups}
+            sizing = sizing or f"{max_seqs} sequences of {tokens} tokens"
+        self.sizing = sizing or f"max_entries {max_entries}"
         # Page 0 of every group is never handed out: page tables are padded with it, so fixed-width
         # gathers and writes of entries that do not exist stay inside the pool (and are masked).
         self.scratch = 0
@@ -107,24 +148,32 @@ class StatePool:
         self.free_pages = {g: list(range(self.n_pages[g] - 1, 0, -1)) for g in self.groups}
         self.reserved = dict.fromkeys(self.groups, 0)  # pages promised to admitted sequences
         self.free_slots = list(range(max_seqs - 1, -1, -1))
-        k, d = cfg.head_dim, cfg.index_head_dim
+        k, d, rope = cfg.head_dim, cfg.index_head_dim, cfg.rope_head_dim
         f32 = {"dtype": torch.float32, "device": device}
         self.layers: list[LayerState] = []
+        self.paged: dict[tuple[str, int], list[Store]] = {g: [] for g in self.groups}  # zeroed per page handed out
         for i in range(n):
-            st = LayerState(ring=torch.zeros(max_seqs, self.ring_size, k, dtype=dtype, device=device))
+            st = LayerState(ring=kv_store(kv_dtype, (max_seqs, self.ring_size), k, dtype, device, rope))
+            st.ring.zero_()
             r = cfg.ratio(i)
             if r:
                 c = 2 if cfg.is_sparse(i) else 1
                 rc = self.comp_ring_size(i)
+                g = self.group(i)
+                rows = self.n_pages[g] * page_size
                 st.ratio = r
                 st.comp_kv = torch.zeros(max_seqs, rc, c * k, **f32)
                 st.comp_score = torch.zeros(max_seqs, rc, c * k, **f32)
-                st.entries = torch.zeros(self.n_pages[self.group(i)], page_size, k, dtype=dtype, device=device)
+                st.entries = kv_store(kv_dtype, (rows,), k, dtype, device, rope)
+                self.paged[g].append(st.entries)
                 if cfg.is_sparse(i):
                     st.idx_kv = torch.zeros(max_seqs, rc, 2 * d, **f32)
                     st.idx_score = torch.zeros(max_seqs, rc, 2 * d, **f32)
-                    st.idx_keys = torch.zeros(self.n_pages[self.group(i)], page_size, d, dtype=dtype, device=device)
+                    st.idx_keys = key_store(kv_dtype, (rows,), d, dtype, device)
+                    self.paged[g].append(st.idx_keys)
             self.layers.append(st)
+        for g in self.groups:
+            self._zero_page(g, self.scratch)
 
     def group(self, layer: int) -> tuple[str, int]:
         """(stack, ratio): layers of one group share a page table."""
@@ -134,6 +183,16 @@ class StatePool:
         """Compressor ring rows of `layer`: the window of one entry (c * ratio) plus the slack."""
         c = 2 if self.cfg.is_sparse(layer) else 1
         return c * self.cfg.ratio(layer) + self.slack
+
+    def _rows(self, pages) -> torch.Tensor:
+        """Flat store rows of whole pages."""
+        pages = torch.as_tensor(pages, dtype=torch.long)
+        return (pages[..., None] * self.page_size + torch.arange(self.page_size)).flatten()
+
+    def _zero_page(self, g: tuple[str, int], page: int) -> None:
+        rows = slice(page * self.page_size, (page + 1) * self.page_size)
+        for store in self.paged[g]:
+            store.zero_(rows)
 
     # ------------------------------------------------------------------ admission
 
@@ -151,6 +210,19 @@ class StatePool:
         """Could n such sequences fit the empty pool?"""
         return n <= self.max_seqs and all(
             n * need <= self.n_pages[g] - 1 for g, need in self.pages_needed(tokens).items()
+        )
+
+    def check_fits(self, tokens: int, n: int = 1) -> None:
+        """A UserError with the numbers when n sequences of `tokens` tokens can never fit the pool."""
+        if self.fits_ever(tokens, n):
+            return
+        need = sum(n * p * self.page_bytes(g) for g, p in self.pages_needed(tokens).items())
+        have = sum((self.n_pages[g] - 1) * self.page_bytes(g) for g in self.groups)
+        hold = min(((self.n_pages[g] - 1) * self.page_size * g[1] for g in self.groups), default=0)
+        raise UserError(
+            f"a request of {tokens} tokens x n = {n} needs {format_bytes(need)} of compressed attention state; "
+            f"the pool holds {format_bytes(have)} (about {hold} tokens; sized from {self.sizing}): lower "
+            "max_new_tokens or the prompt, free memory, or raise kv_cache_tokens"
         )
 
     def reserve(self, tokens: int) -> dict[tuple[str, int], int]:
@@ -180,7 +252,9 @@ class StatePool:
             while len(table) < need:
                 if not self.free_pages[(st, r)]:
                     raise OutOfPages(f"no free page left for ratio {r} ({self.n_pages[(st, r)]} pages)")
-                table.append(self.free_pages[(st, r)].pop())
+                page = self.free_pages[(st, r)].pop()
+                self._zero_page((st, r), page)
+                table.append(page)
 
     def truncate(self, seq: SeqState, stack: str, length: int) -> None:
         """Roll `seq`'s `stack` back to its first `length` tokens (a rejected speculative draft).
@@ -198,19 +272,15 @@ class StatePool:
         child = self.allocate()
         child.lengths = dict(seq.lengths)
         for st in self.layers:
-            for t in (st.ring, st.comp_kv, st.comp_score, st.idx_kv, st.idx_score):
-                if t is not None:
-                    t[child.slot] = t[seq.slot]
+            st.ring.copy_(child.slot, seq.slot)
+            for t in st.comp_tensors():
+                t[child.slot] = t[seq.slot]
         for g, table in seq.pages.items():
             stack, _r = g
             self.ensure_pages(child, stack, child.lengths[stack])
-            dst = torch.tensor(child.pages[g], dtype=torch.long)
-            src = torch.tensor(table[: len(dst)], dtype=torch.long)
-            for i, st in enumerate(self.layers):
-                if st.entries is not None and self.group(i) == g:
-                    st.entries[dst] = st.entries[src]
-                    if st.idx_keys is not None:
-                        st.idx_keys[dst] = st.idx_keys[src]
+            dst, src = self._rows(child.pages[g]), self._rows(table[: len(child.pages[g])])
+            for store in self.paged[g]:
+                store.copy_(dst, src)
         return child
 
     def release(self, seq: SeqState) -> None:
@@ -228,8 +298,36 @@ class StatePool:
     def slots_in_use(self) -> int:
         return self.max_seqs - len(self.free_slots)
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for st in self.layers for t in st.tensors())
+    def page_bytes(self, g: tuple[str, int]) -> int:
+        """Bytes of one page of group g over all its layers (entries and indexer keys)."""
+        return sum(s.row_bytes() for s in self.paged[g]) * self.page_size
+
+    def nbytes(self, by_part: bool = False) -> int | dict[str, int]:
+        """Bytes the pool addresses (allocated lazily: the resident part is what is in use), in
+        total or by `trillion.kvcost.PARTS`."""
+        parts = dict.fromkeys(PARTS, 0)
+        for st in self.layers:
+            parts["window_ring"] += st.ring.nbytes()
+            parts["entries"] += st.entries.nbytes() if st.entries is not None else 0
+            parts["index_keys"] += st.idx_keys.nbytes() if st.idx_keys is not None else 0
+            parts["compressor_state"] += sum(t.numel() * t.element_size() for t in st.comp_tensors())
+        return parts if by_part else sum(parts.values())
+
+    def used_bytes(self) -> dict[str, int]:
+        """Bytes held by the sequences now in the pool, by `trillion.kvcost.PARTS`: their slots'
+        rings and the pages in their tables. One sequence of N >= window tokens whose entries fill
+        whole pages, without speculation slack, holds exactly what `trillion kv` counts."""
+        slots = self.slots_in_use()
+        pages = {g: self.n_pages[g] - 1 - len(self.free_pages[g]) for g in self.groups}
+        parts = dict.fromkeys(PARTS, 0)
+        for i, st in enumerate(self.layers):
+            parts["window_ring"] += st.ring.nbytes() // self.max_seqs * slots
+            parts["compressor_state"] += sum(t[0].numel() * t.element_size() for t in st.comp_tensors()) * slots
+            if st.entries is not None:
+                held = pages[self.group(i)] * self.page_size
+                parts["entries"] += held * st.entries.row_bytes()
+                parts["index_keys"] += held * st.idx_keys.row_bytes() if st.idx_keys is not None else 0
+        return parts
 
     # ------------------------------------------------------------------ paged access
 
@@ -241,3 +339,26 @@ class StatePool:
             pages = s.pages[group][:width]
             table[b, : len(pages)] = torch.tensor(pages, dtype=torch.long)
         return (table[:, :, None] * self.page_size + torch.arange(self.page_size)).flatten(1)
+
+
+def pool_tokens(cfg: ModelConfig, *, max_seqs: int, max_model_len: int, kv_dtype: str, dtype: torch.dtype,
+                page_size: int, available: int | None = None,
+                fraction: float = KV_MEMORY_FRACTION) -> tuple[int, str]:
+    """Tokens of compressed state (all sequences together) a default pool holds, and why:
+    max_seqs x max_model_len, or less when a `fraction` of the memory available cannot hold that.
+    available: bytes (default: MemAvailable now)."""
+    want = max_seqs * max_model_len
+    available = mem_available() if available is None else available
+    if available is None:
+        return want, f"{max_seqs} sequences x max_model_len {max_model_len} (available memory unknown)"
+    probe = StatePool(cfg, max_seqs=max_seqs, max_entries={}, page_size=page_size, dtype=dtype,
+                      device="meta", kv_dtype=kv_dtype)
+    fixed = probe.nbytes()  # rings, compressor state, the scratch and spare pages
+    per_token = sum(probe.page_bytes(g) / (page_size * g[1]) for g in probe.groups)  # paged bytes per token
+    budget = fraction * available - fixed
+    fit = int(budget // per_token) if per_token else want
+    if fit >= want:
+        return want, f"{max_seqs} sequences x max_model_len {max_model_len}"
+    return max(fit, 0), (f"{fraction:.0%} of the {format_bytes(available)} of memory available at start "
+                         f"(max_seqs {max_seqs} x max_model_len {max_model_len} would need "
+                         f"{format_bytes(fixed + want * per_token)})")

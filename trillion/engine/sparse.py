@@ -1,0 +1,129 @@
+"""Attention over the compressed entries in blocks: working memory bounded by the step, not the context.
+
+A step of T new tokens meets up to C = context / ratio entries per compressed layer. Building
+[T, C] tensors (scores, masks, logits) would make a prefill chunk's memory and time grow with the
+context; here every such tensor is [T, Cb] for a block of Cb entries read from the pages as needed:
+
+* `indexer_topk` (CSA): the lightning indexer's scores block by block, each block one matmul
+  [T*H, d] @ [d, Cb] (the dominant cost, O(T * C * H * d)), with a running top-k. The order is
+  `select_topk`'s: higher score first, equal scores the lower entry index first. Blocks are visited
+  in index order, so merging [best so far | this block's best] by a stable sort keeps the rule;
+  within a block, `torch.topk` picks the right set except where the k-th score is tied, and those
+  rows are settled by index (`block_topk`).
+* `attend_entries` (HCA): softmax attention over the window keys, the sink and every visible entry,
+  the entries folded in block by block with an online softmax (running max, sum and output).
+
+Both take the entries through `read(rows) -> [B, Cb, w]` (a paged store read, `trillion.engine.
+kvstore`), and `ready` [B, T, 1], the count of entries each query may see ((position + 1) // ratio).
+`block=None` reads every entry as one block (short steps, and the compiled graphs, whose loops
+must not depend on the context). The mask-based references are `Indexer.scores` + `select_topk`
+and `attend` (trillion.model); tests/engine/test_long_sparse.py holds these equal.
+
+Shapes: B sequences, T queries, H heads, K head dim, d index head dim, C entries (page rows), Cb
+entries per block, k top-k, L window keys.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def blocks(c: int, block: int | None) -> list[tuple[int, int]]:
+    """(start, end) of each block over c entries (one block when `block` is None)."""
+    if block is None:
+        return [(0, c)] if c else []
+    return [(s, min(c, s + block)) for s in range(0, c, block)]
+
+
+def block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of scores [N, Cb] -> (values, indices) [N, k] as a set, ties to the lower index.
+
+    `torch.topk` returns the right set except in rows where the k-th value is tied beyond k; those
+    rows are settled by index. Picks of -inf (invisible) entries are left to the caller."""
+    vals, idx = scores.topk(k, dim=-1)
+    kth = vals[:, -1:]
+    tied = ((scores >= kth).sum(-1) > k) & (kth[:, 0] > NEG_INF)  # [N]
+    if torch.compiler.is_compiling():  # a graph cannot branch on data: settle every row
+        idx = torch.where(tied[:, None], _by_index(scores, kth, k), idx)
+    elif bool(tied.any()):
+        rows = tied.nonzero()[:, 0]
+        idx = idx.index_copy(0, rows, _by_index(scores[rows], kth[rows], k))
+    else:
+        return vals, idx
+    return scores.gather(-1, idx), idx
+
+
+def _by_index(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [N, k] of the scores above the k-th value, then the lowest-index ones equal to it."""
+    above = scores > kth
+    eq = scores == kth
+    take = above | (eq & (eq.cumsum(-1) <= k - above.sum(-1, keepdim=True)))  # exactly k per row
+    return take.to(torch.float16).topk(k, dim=-1).indices
+
+
+def _merge(best_v, best_i, v, i, k):
+    """Keep the k best of [best | new] by (value desc, index asc); every best index is lower."""
+    cand_v, cand_i = torch.cat((best_v, v), dim=-1), torch.cat((best_i, i), dim=-1)
+    by_index = cand_i.argsort(dim=-1)  # the new block's picks come in value order: put ties by index
+    cand_v, cand_i = cand_v.gather(-1, by_index), cand_i.gather(-1, by_index)
+    order = torch.sort(cand_v, dim=-1, descending=True, stable=True).indices[..., :k]
+    return cand_v.gather(-1, order), cand_i.gather(-1, order)
+
+
+def indexer_topk(q: torch.Tensor, w: torch.Tensor, read, rows: torch.Tensor, ready: torch.Tensor, k: int,
+                 block: int | None) -> torch.Tensor:
+    """Entries [B, T, min(k, C)] each query picks (-1: fewer than k visible), as `select_topk` over
+    `Indexer.scores` would, with scores [B, T, C] never built.
+
+    q [B, T, H, d] index queries, w [B, T, H] head weights (with their scale), rows [B, C] the pool
+    rows of entries 0..C-1, ready [B, T, 1] entries visible to each query."""
+    b, t, h, d = q.shape
+    c = rows.shape[1]
+    k = min(k, c)
+    qf = q.float().reshape(b, t * h, d)
+    wf = w.float().reshape(b * t, 1, h)
+    best_v = q.new_full((b * t, 0), NEG_INF, dtype=torch.float32)
+    best_i = torch.zeros(b * t, 0, dtype=torch.long, device=q.device)
+    for s, e in blocks(c, None if block is None else max(block, k)):
+        keys = read(rows[:, s:e]).float()  # [B, Cb, d]
+        dots = torch.bmm(qf, keys.transpose(1, 2)).relu_()  # [B, T*H, Cb]
+        scores = torch.bmm(wf, dots.view(b * t, h, e - s)).view(b, t, e - s)  # sum_h w_h relu(q_h . k)
+        entry = torch.arange(s, e, device=q.device)
+        scores = scores.masked_fill(entry >= ready, NEG_INF).view(b * t, e - s)
+        v, i = block_topk(scores, min(k, e - s))
+        best_v, best_i = _merge(best_v, best_i, v, i + s, k)
+    top = torch.where(best_v > NEG_INF, best_i, -1)
+    return top.view(b, t, k)
+
+
+def attend_entries(q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor, sink: torch.Tensor, scale: float,
+                   read, rows: torch.Tensor, ready: torch.Tensor, block: int | None) -> torch.Tensor:
+    """`attend(q, cat(keys, entries), cat(visible, entry < ready), sink, scale)` with the entries
+    folded in block by block (online softmax) -> [B, T, H, K].
+
+    q [B, T, H, K]; keys [B, L, K] (window ring and new tokens) with visible [B, T, L] (each query
+    sees at least itself, so the running max is finite from the start); sink [H]; rows [B, C]."""
+    b, t, h, kd = q.shape
+    qf = q.float().reshape(b, t * h, kd)  # rows (t, h): the logits of a block are one matmul
+    kf = keys.float()
+    logits = torch.bmm(qf, kf.transpose(1, 2)).view(b, t, h, -1) * scale
+    logits = logits.masked_fill(~visible[:, :, None, :], NEG_INF)
+    sink_l = sink.float().view(1, 1, h).expand(b, t, h)
+    m = torch.maximum(logits.amax(-1), sink_l)  # [B, T, H]
+    p = torch.exp(logits - m[..., None])
+    denom = p.sum(-1) + torch.exp(sink_l - m)  # the sink joins the denominator only
+    out = torch.bmm(p.view(b, t * h, -1), kf).view(b, t, h, kd)
+    for s, e in blocks(rows.shape[1], block):
+        ent = read(rows[:, s:e]).float()  # [B, Cb, K]
+        lg = torch.bmm(qf, ent.transpose(1, 2)).view(b, t, h, e - s) * scale
+        entry = torch.arange(s, e, device=q.device)
+        lg = lg.masked_fill((entry >= ready)[:, :, None, :], NEG_INF)
+        m_new = torch.maximum(m, lg.amax(-1))
+        alpha = torch.exp(m - m_new)
+        p = torch.exp(lg - m_new[..., None])
+        denom = denom * alpha + p.sum(-1)
+        out = out * alpha[..., None] + torch.bmm(p.view(b, t * h, e - s), ent).view(b, t, h, kd)
+        m = m_new
+    return (out / denom[..., None]).to(q.dtype)
