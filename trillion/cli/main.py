@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Command modules, in the order `trillion --help` lists them.
-COMMANDS = ("generate", "chat", "serve", "params", "inspect", "convert", "quantize", "kv", "train", "eval")
+COMMANDS = ("generate", "chat", "serve", "params", "inspect", "convert", "export", "quantize", "kv", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
