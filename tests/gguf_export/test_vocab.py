@@ -111,3 +111,17 @@ def test_chat_template_matches_the_encoder(messages, thinking):
         messages=msgs, bos_token="<｜begin▁of▁sentence｜>", add_generation_prompt=True, thinking=thinking
     )
     assert got == encode_messages(messages, thinking=thinking)
+
+
+def test_cli_takes_the_folders_tokenizer(tmp_path):
+    from trillion.checkpoint import save_model
+    from trillion.cli.main import main
+
+    src = save_model(random_model(mixed_config(**OK, vocab_size=4096), seed=0), tmp_path / "src")
+    (src / "tokenizer.json").write_text(DEMO_TOKENIZER.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["export", str(src), str(tmp_path / "a.gguf"), "--to", "gguf"]) == 0
+    assert main(["export", str(src), str(tmp_path / "b.gguf"), "--to", "gguf", "--no-tokenizer"]) == 0
+    a, b = (gguf.GGUFReader(tmp_path / n).fields for n in ("a.gguf", "b.gguf"))
+    assert a["tokenizer.ggml.pre"].contents() == "gpt-2" and len(a["tokenizer.ggml.tokens"].contents()) == 4096
+    assert a["general.name"].contents() == "src"
+    assert b["tokenizer.ggml.model"].contents() == "none" and "tokenizer.ggml.tokens" not in b

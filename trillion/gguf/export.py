@@ -91,7 +91,7 @@ def export_gguf(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     writer = gguf.GGUFWriter(tmp, arch=ARCH)
     try:
-        writer.add_name(name or cfg.name or out.stem)
+        writer.add_name(name or Path(cfg.name).name or out.stem)  # a folder config names its path
         writer.add_file_type(file_types[type])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value in {**hparams(cfg), **vocab_metadata(vocab)}.items():
