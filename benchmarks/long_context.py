@@ -38,7 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the trillion command: idle threads sleep
 
-import torch  # noqa: E402
+import torch
 
 DEFAULT_ROWS = [f"demo:{n}" for n in ("8K", "64K", "256K", "1M")] + [f"bench-94m:{n}" for n in ("8K", "64K", "256K")]
 OUT = Path(__file__).resolve().parent / "results" / "long_context"
@@ -159,8 +159,9 @@ def fmt_tokens(n: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | context | prefill | prefill tok/s | decode ms/token | peak RSS | model | state (pool) "
-             "| load avg |", "|" + "---|" * 9]
+    header = ("| model | context | prefill | prefill tok/s | decode ms/token | peak RSS | model | state (pool) "
+              "| load avg |")
+    lines = [header, "|" + "---|" * 9]
     for r in rows:
         mib = lambda b: f"{b / 2**20:,.0f} MiB"
         load = max(max(a) for a in r["load_average"])

@@ -18,7 +18,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `trillion --help` lists them.
-COMMANDS = ("generate", "chat", "serve", "params", "inspect", "convert", "quantize", "kv", "plan", "train", "eval")
+COMMANDS = ("generate", "chat", "serve", "params", "inspect", "convert", "export", "quantize", "kv", "plan", "train", "eval")
 
 # Errors about paths people give: their own message names the path.
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)

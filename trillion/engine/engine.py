@@ -29,9 +29,9 @@ from ..config import ceil_div
 from ..errors import UserError
 from ..model import Transformer
 from .experts import make_dispatch
+from .kvstore import check_kv_dtype
 from .runner import ModelRunner
 from .sampling import SamplingParams, draw, prompt_logprobs, target_distribution, token_logprobs, verify_draft
-from .kvstore import check_kv_dtype
 from .state import MAIN, MTP, SeqState, StatePool, pool_tokens
 
 WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"

@@ -39,8 +39,8 @@ from ..model.attention import QUERY_CHUNK, Attention, attend
 from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.mhc import hc_post
-from .compiling import compile_fn
 from . import sparse
+from .compiling import compile_fn
 from .experts import Grouped
 from .kvstore import Store
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
