@@ -1,0 +1,220 @@
+"""Sharded loading: each rank builds the model on `meta`, cuts it to its part, and reads only that.
+
+`load_sharded(path, mesh)` is `trillion.load_model` for one rank of a mesh:
+  1. config.json -> ModelConfig; a mesh that cannot hold it is refused here (layout.LayoutError),
+     before any tensor is read;
+  2. build the full model on `meta` (quantised modules too, when the checkpoint's config names a
+     scheme or `quantize` asks for the release's storage) and match every stored tensor to it by
+     name (checkpoint.plan / quant.checkpoint), so a bad checkpoint fails as load_model fails;
+  3. `shard` the meta model to this rank's part (parallelize.py): it now has the local shapes;
+  4. read, file by file, only this rank's part of each tensor (safetensors slices): its rows or
+     columns of a tensor-parallel weight, its experts, every replicated tensor whole. A weight the
+     release stores in FP8 / FP4 is read on the edges of its scale blocks that cover the part,
+     dequantised, then trimmed; a quantised module that stays quantised takes its codes and scales
+     as stored (its part must fall on whole scale blocks);
+  5. `attach` the collectives.
+So a rank's peak memory is its part plus the one tensor being read (docs/distributed.md measures it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+
+from ..checkpoint.errors import CheckpointError, listing
+from ..checkpoint.index import checkpoint_tensors, shard_files
+from ..checkpoint.load import (
+    PROGRESS_MIN_TENSORS,
+    _check_table,
+    _finish_quantization,
+    fp8_block,
+    load_model,
+    open_safetensors,
+    read_config,
+    without_absent_mtp,
+)
+from ..checkpoint.official import dequantize
+from ..checkpoint.plan import Entry, make_plan
+from ..config import ModelConfig
+from ..model import Transformer
+from ..model.dtypes import param_dtype
+from ..quant.linear import QuantLinear
+from ..quant.swap import quantized_modules
+from .layout import require_layout
+from .parallelize import attach, parallelize, placement_of, shard
+from .shards import Cut, cut_of, cuts, format_blocks, global_name, release_blocks, stored_cuts, widen
+
+
+def load_sharded(
+    path_or_flavor: str | Path | ModelConfig,
+    mesh: DeviceMesh,
+    *,
+    dtype: torch.dtype | str | None = None,
+    quantize=None,
+    fake_quant: bool | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Transformer:
+    """This rank's part of the model, parallelised on `mesh` (arguments as in load_model).
+
+    A flavor name or ModelConfig builds the seeded random model whole on each rank, then cuts it
+    (for small models: every rank gets the same weights as a single process would)."""
+    from ..checkpoint.dtype import as_dtype
+
+    dtype = as_dtype(dtype)
+    folder = Path(path_or_flavor) if not isinstance(path_or_flavor, ModelConfig) else None
+    if folder is None or not folder.is_dir():
+        model = load_model(path_or_flavor, dtype=dtype, seed=seed, fake_quant=fake_quant, quantize=quantize)
+        return parallelize(model, mesh)
+
+    cfg, raw = read_config(folder)
+    tensors = checkpoint_tensors(folder)
+    cfg = without_absent_mtp(cfg, list(tensors), folder)
+    cfg = cfg if fake_quant is None else cfg.replace(fake_quant=fake_quant)
+    require_layout(cfg, dp=mesh["dp"].size(), tp=mesh["tp"].size(), world=mesh.size())
+
+    scheme = None
+    if "quantization_config" in raw:
+        from ..quant.checkpoint import stored_scheme
+
+        scheme = stored_scheme(raw, quantize)
+    block = fp8_block(raw)
+    if scheme is not None:
+        from ..quant.checkpoint import match_tensors, quantized_meta_model
+
+        try:
+            model = quantized_meta_model(cfg, scheme, dtype)
+        except ValueError as e:
+            raise CheckpointError(f"{folder}: {e}") from None
+        plan = match_tensors(tensors, model)
+    else:
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        plan = make_plan(tensors, model.state_dict(), block)
+    if not plan.ok:
+        raise plan.error(folder, shard_files(folder))
+
+    full = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    full.update({n: (m.out_features, m.in_features) for n, m in quantized_modules(model).items()})
+    placement, tp_group, ep_group = placement_of(mesh)
+    shard(model, placement)
+    device = torch.device(mesh.device_type, torch.accelerator.current_device_index()) \
+        if mesh.device_type != "cpu" else torch.device("cpu")
+    _read_parts(model, {e.ours: e for e in plan.entries}, cuts(cfg, placement), full, dtype, device, block,
+                folder, progress)
+    if scheme is None:
+        model = _finish_quantization(model, quantize)
+    return attach(model.eval(), placement, tp_group, ep_group)
+
+
+def _read_parts(model, entries: dict[str, Entry], table: dict[str, Cut], full: dict, dtype, device, block,
+                folder: Path, progress) -> None:
+    """Fill every tensor of the sharded meta `model` with its part of the checkpoint's tensor."""
+    from tqdm.auto import tqdm
+
+    first = model.placement.experts(model.cfg).start
+    quant = quantized_modules(model)
+    owner = {f"{n}.{leaf}": (n, m) for n, m in quant.items() for leaf in m.stored_spec()}
+    by_file: dict[Path, list[tuple[str, str]]] = {}
+    for local in model.state_dict():
+        ours = global_name(local, first)
+        by_file.setdefault(entries[ours].stored.file, []).append((local, ours))
+    total = sum(map(len, by_file.values()))
+    show = sys.stderr.isatty() and total >= PROGRESS_MIN_TENSORS if progress is None else progress
+    pending: dict[str, dict[str, torch.Tensor]] = {}
+    with tqdm(total=total, desc=f"loading {folder.name} (part)", unit="tensor", disable=not show) as bar:
+        for file, names in by_file.items():
+            with open_safetensors(file, backend="pread") as f:
+                for local, ours in names:
+                    e, cut = entries[ours], cut_of(table, ours)
+                    if local in owner:  # codes or scales of a module that stays quantised
+                        mname, m = owner[local]
+                        leaf = local.rpartition(".")[2]
+                        t = _read_stored(f, e, cut, m, full[ours.rpartition(".")[0]], leaf)
+                        got = pending.setdefault(mname, {})
+                        got[leaf] = t.to(device)
+                        if len(got) == len(m.stored_spec()):
+                            _materialize(m, device)
+                            m.load_stored(pending.pop(mname))
+                    else:
+                        target = _tensor(model, local)
+                        want = param_dtype(ours, dtype) if target.is_floating_point() else target.dtype
+                        t = _read_float(f, e, cut, full[ours], want, block).to(device=device, dtype=want)
+                        if ours.endswith("tid2eid"):
+                            _check_table(t, e.stored, model.cfg.n_routed_experts)
+                        _put(model, local, t.contiguous())
+                    bar.update()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # every tensor of the sharded model was read, so this is a bug, not a bad checkpoint
+        raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
+
+
+def _slice(f, name: str):
+    try:
+        return f.get_slice(name)
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own error type)
+        raise CheckpointError(f"tensor {name!r} cannot be read ({e})") from None
+
+
+def _read_float(f, e: Entry, cut: Cut | None, shape: tuple, want: torch.dtype, block) -> torch.Tensor:
+    """This rank's part of a float tensor; a release FP8 / FP4 weight is dequantised on the way."""
+    src = _slice(f, e.stored.name)
+    if e.scale is None:
+        return cut.take(src) if cut is not None else src[:]
+    blocks = release_blocks(e.stored.dtype, block)
+    wide = widen(blocks, shape, cut) if cut is not None else None
+    pieces = stored_cuts(blocks, shape, wide) if wide is not None else {"weight": None, "scale": None}
+    codes = pieces["weight"].take(src) if wide is not None else src[:]
+    scale = _scale_part(f, e, pieces["scale"])
+    w = dequantize(codes.contiguous(), scale.contiguous(), want, block)
+    return w if cut is None else Cut(cut.dim, cut.start - wide.start, cut.stop - wide.start).take(w)
+
+
+def _scale_part(f, e: Entry, cut: Cut | None) -> torch.Tensor:
+    if e.scale.file == e.stored.file:
+        src = _slice(f, e.scale.name)
+        return cut.take(src) if cut is not None else src[:]
+    with open_safetensors(e.scale.file, backend="pread") as g:
+        src = _slice(g, e.scale.name)
+        return cut.take(src) if cut is not None else src[:]
+
+
+def _read_stored(f, e: Entry, cut: Cut | None, m: QuantLinear, shape: tuple, leaf: str) -> torch.Tensor:
+    """This rank's part of a quantised module's stored codes or scales (whole scale blocks only)."""
+    src = _slice(f, e.stored.name)
+    if cut is None:
+        return src[:]
+    try:
+        part = stored_cuts(format_blocks(m.fmt, getattr(m, "group_size", None)), shape, cut)[leaf]
+    except ValueError as e2:
+        raise CheckpointError(
+            f"{e.stored.where()}: cannot keep this {m.fmt} weight quantised on this tensor-parallel mesh: {e2}; "
+            "load it dequantised (quantize=False) or use a tp whose parts fall on whole blocks"
+        ) from None
+    return part.take(src) if part is not None else src[:]
+
+
+def _tensor(model: nn.Module, name: str) -> torch.Tensor:
+    module, _, leaf = name.rpartition(".")
+    m = model.get_submodule(module)
+    return m._parameters[leaf] if leaf in m._parameters else m._buffers[leaf]
+
+
+def _put(model: nn.Module, name: str, t: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    m = model.get_submodule(module_name)
+    if leaf in m._parameters:
+        m._parameters[leaf] = nn.Parameter(t, requires_grad=m._parameters[leaf].requires_grad)
+    else:
+        m._buffers[leaf] = t
+
+
+def _materialize(m: QuantLinear, device: torch.device) -> None:
+    for name, b in list(m.named_buffers(recurse=False)):
+        if b.is_meta:
+            setattr(m, name, torch.empty(b.shape, dtype=b.dtype, device=device))
+
