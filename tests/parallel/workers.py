@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 
 from tests.parallel import cases
 from trillion import parallel
-from trillion.checkpoint import load_model
 
 
 def save(out: Path, name: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -73,9 +72,11 @@ def model_checks(out: Path, dp: int, tp: int, hf: str, official: str) -> None:
 
 
 def lost_rank(out: Path) -> None:
-    """Rank 1 dies in the middle of the forward; the others must stop naming it."""
-    cfg = cases.config()
-    mesh = parallel.init_mesh(1, int(os.environ["WORLD_SIZE"]), cfg=cfg, device_type="cpu", grace=3, heartbeat=0.5)
+    """Rank 1 dies as the forward starts; the others, blocked in (or failing out of) a collective
+    with it, must stop naming it. dp = world, tp = 1: every rank meets rank 1 in the expert exchange."""
+    world = int(os.environ["WORLD_SIZE"])
+    cfg = cases.config().replace(n_routed_experts=6)
+    mesh = parallel.init_mesh(world, 1, cfg=cfg, device_type="cpu", grace=3, heartbeat=0.5)
     model = parallel.parallelize(random_model(cfg), mesh)
     rank = int(os.environ["RANK"])
     with parallel.guard():

@@ -46,7 +46,7 @@ def counting() -> Iterator[Traffic]:
 
 def _count(op: str, tag: str, p: int, nbytes: float) -> None:
     for r in _recorders:
-        r.calls.append((op, tag, p, int(round(nbytes))))
+        r.calls.append((op, tag, p, round(nbytes)))
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -4,10 +4,11 @@ A process that dies leaves its peers blocked in a collective (or failing in one 
 names a socket, not a rank). So each process runs a daemon thread that, every `interval` seconds,
 bumps its own counter `hb/<rank>` in the store and reads everyone else's. A counter that has not
 moved for `grace` seconds (measured on the reader's own clock: no clocks are compared across
-machines), from a rank that has not said it is done, means that rank is lost: the watcher prints
-one line naming it and ends its own process with EXIT_RANK_LOST, wherever the main thread is
-blocked. If the store itself cannot be reached, the process that hosts it (rank 0, or the torchrun
-agent) is gone, and the message says so.
+machines), from a rank that has not said it is done, means that rank is lost: the watcher writes
+the verdict into the store (the others adopt it on their next beat, even if the store's host then
+leaves), prints one line naming the lost rank and ends its own process with EXIT_RANK_LOST,
+wherever the main thread is blocked. If the store itself cannot be reached, the process that hosts
+it (rank 0, or the torchrun agent) is gone, and the message says so.
 
 `guard()` wraps an SPMD program's body: an exception from a failed collective (gloo reports the
 peer's address only) waits for the heartbeat verdict, so the process still exits naming the rank.
@@ -16,6 +17,7 @@ A process that finishes normally calls `Watchdog.stop()` (mesh.shutdown does), w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -67,10 +69,8 @@ class Watchdog:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10 * self.interval)
-        try:
+        with contextlib.suppress(Exception):  # the store's host may be gone already: nothing to tell then
             self.store.add(f"done/{self.rank}", 1)
-        except Exception:  # noqa: BLE001 (the store host may be gone already; nothing to tell then)
-            pass
         if _current is self:
             _current = None
 
@@ -80,6 +80,9 @@ class Watchdog:
         seen = dict.fromkeys(peers, time.monotonic())
         while not self._stop.wait(self.interval):
             try:
+                if self.store.check(["verdict"]):  # a peer saw a loss first: stop for the same reason
+                    self._report(self.store.get("verdict").decode(), publish=False)
+                    return
                 self.store.add(f"hb/{self.rank}", 1)
                 now = time.monotonic()
                 lost = []
@@ -94,7 +97,8 @@ class Watchdog:
                     return
                 self._report(
                     f"lost the rendezvous store ({type(e).__name__}: {e}); the process that hosts it "
-                    "(rank 0, or the torchrun agent) is gone"
+                    "(rank 0, or the torchrun agent) is gone",
+                    publish=False,
                 )
                 return
             if lost:
@@ -102,7 +106,11 @@ class Watchdog:
                 self._report(f"{names} of {self.world} stopped responding (no heartbeat for {self.grace:g} s)")
                 return
 
-    def _report(self, why: str) -> None:
+    def _report(self, why: str, publish: bool = True) -> None:
+        if publish:  # tell the others (the store's host may be this process: linger while they read it)
+            with contextlib.suppress(Exception):  # the store is gone too: each peer finds out by itself
+                self.store.set("verdict", why)
+                time.sleep(2 * self.interval)
         self.verdict = f"trillion rank {self.rank}: {why}; stopping"
         self.on_lost(self.verdict)
 

@@ -2,7 +2,7 @@
 
 `load_sharded(path, mesh)` is `trillion.load_model` for one rank of a mesh:
   1. config.json -> ModelConfig; a mesh that cannot hold it is refused here (layout.LayoutError),
-     before any tensor is read;
+     before even the files' headers are read;
   2. build the full model on `meta` (quantised modules too, when the checkpoint's config names a
      scheme or `quantize` asks for the release's storage) and match every stored tensor to it by
      name (checkpoint.plan / quant.checkpoint), so a bad checkpoint fails as load_model fails;
@@ -72,10 +72,10 @@ def load_sharded(
         return parallelize(model, mesh)
 
     cfg, raw = read_config(folder)
+    require_layout(cfg, dp=mesh["dp"].size(), tp=mesh["tp"].size(), world=mesh.size())
     tensors = checkpoint_tensors(folder)
     cfg = without_absent_mtp(cfg, list(tensors), folder)
     cfg = cfg if fake_quant is None else cfg.replace(fake_quant=fake_quant)
-    require_layout(cfg, dp=mesh["dp"].size(), tp=mesh["tp"].size(), world=mesh.size())
 
     scheme = None
     if "quantization_config" in raw:

@@ -24,7 +24,15 @@ from ..model import Transformer
 from .experts import ExpertParallelMoE
 from .layout import require_layout
 from .shards import Placement, cuts
-from .tensor import TensorParallelAttention, VocabParallelEmbedding, VocabParallelHead, cut_linear, cut_parameter, swap_class
+from .tensor import (
+    TensorParallelAttention,
+    VocabParallelEmbedding,
+    VocabParallelHead,
+    check_cut,
+    cut_linear,
+    cut_parameter,
+    swap_class,
+)
 
 
 def placement_of(mesh: DeviceMesh) -> tuple[Placement, object, object]:
@@ -54,7 +62,12 @@ def block_modules(model: Transformer) -> list[nn.Module]:
 def shard(model: Transformer, p: Placement) -> Transformer:
     """Cut every tensor down to the part `p` holds (shards.py); no communication."""
     cfg = model.cfg
-    for owner, cut in cuts(cfg, p).items():
+    table = cuts(cfg, p)
+    params = dict(model.named_parameters())
+    for owner, cut in table.items():  # refuse before cutting anything
+        if owner not in params:
+            check_cut(owner, model.get_submodule(owner), cut)
+    for owner, cut in table.items():
         parent_name, _, leaf = owner.rpartition(".")
         parent = model.get_submodule(parent_name)
         if leaf in parent._parameters:
@@ -81,7 +94,7 @@ def attach(model: Transformer, p: Placement, tp_group, ep_group) -> Transformer:
         swap_class(model.embed, VocabParallelEmbedding)
         model.embed.vocab_start, model.embed.tp_group = p.vocab(cfg)[0], tp_group
         swap_class(model.head, VocabParallelHead)
-        model.head.vocab_sizes, model.head.tp_group = p.vocab_sizes(cfg), tp_group
+        model.head.vocab_sizes, model.head.tp_group = tuple(p.vocab_sizes(cfg)), tp_group
     if p.ep > 1:
         for blk in block_modules(model):
             moe = blk.ffn

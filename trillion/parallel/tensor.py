@@ -49,11 +49,11 @@ class VocabParallelEmbedding(nn.Embedding):
 class VocabParallelHead(nn.Module):
     """Mixed into the head's own class (float or quantised Linear): logits of all ranks' ranges."""
 
-    vocab_sizes: list[int] = []
+    vocab_sizes: tuple[int, ...] = ()
     tp_group = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return comm.all_gather(super().forward(x), self.tp_group, self.vocab_sizes, -1, "head")
+        return comm.all_gather(super().forward(x), self.tp_group, list(self.vocab_sizes), -1, "head")
 
 
 _MIXED: dict[tuple[type, type], type] = {}
@@ -103,14 +103,20 @@ def cut_linear(parent: nn.Module, leaf: str, cut: Cut) -> nn.Module:
     return m
 
 
+def check_cut(name: str, m: nn.Module, cut: Cut) -> None:
+    """Raise ValueError (naming the module) if a quantised `m` cannot be cut at `cut`."""
+    if isinstance(m, QuantLinear):
+        try:
+            stored_cuts(format_blocks(m.fmt, getattr(m, "group_size", None)), (m.out_features, m.in_features), cut)
+        except ValueError as e:
+            raise ValueError(f"{name}: cannot cut this {m.fmt} weight for tensor parallelism: {e}") from None
+
+
 def _cut_quant(m: QuantLinear, cut: Cut) -> QuantLinear:
     """A quantised Linear holding the `cut` part of m's weight, cut through its stored tensors."""
     shape = (m.out_features, m.in_features)
     kw = {"group_size": m.group_size} if m.fmt == "int4" else {}
-    try:
-        pieces = stored_cuts(format_blocks(m.fmt, kw.get("group_size")), shape, cut)
-    except ValueError as e:
-        raise ValueError(f"cannot cut a {m.fmt} weight for tensor parallelism: {e}") from None
+    pieces = stored_cuts(format_blocks(m.fmt, kw.get("group_size")), shape, cut)
     n = cut.stop - cut.start
     out_f, in_f = (n, m.in_features) if cut.dim == 0 else (m.out_features, n)
     if m.fmt == "int8":
