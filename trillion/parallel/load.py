@@ -7,8 +7,9 @@
      scheme or `quantize` asks for the release's storage) and match every stored tensor to it by
      name (checkpoint.plan / quant.checkpoint), so a bad checkpoint fails as load_model fails;
   3. `shard` the meta model to this rank's part (parallelize.py): it now has the local shapes;
-  4. read, file by file, only this rank's part of each tensor (safetensors slices): its rows or
-     columns of a tensor-parallel weight, its experts, every replicated tensor whole. A weight the
+  4. read, in file order, only this rank's part of each tensor (read.py: only those bytes, into
+     fresh memory): its rows or columns of a tensor-parallel weight, its experts, every replicated
+     tensor whole. A weight the
      release stores in FP8 / FP4 is read on the edges of its scale blocks that cover the part,
      dequantised, then trimmed; a quantised module that stays quantised takes its codes and scales
      as stored (its part must fall on whole scale blocks);
@@ -33,7 +34,6 @@ from ..checkpoint.load import (
     _finish_quantization,
     fp8_block,
     load_model,
-    open_safetensors,
     read_config,
     without_absent_mtp,
 )
@@ -46,6 +46,7 @@ from ..quant.linear import QuantLinear
 from ..quant.swap import quantized_modules
 from .layout import require_layout
 from .parallelize import attach, parallelize, placement_of, shard
+from .read import read_part
 from .shards import Cut, cut_of, cuts, format_blocks, global_name, release_blocks, stored_cuts, widen
 
 
@@ -119,83 +120,60 @@ def _read_parts(model, entries: dict[str, Entry], table: dict[str, Cut], full: d
     first = model.placement.experts(model.cfg).start
     quant = quantized_modules(model)
     owner = {f"{n}.{leaf}": (n, m) for n, m in quant.items() for leaf in m.stored_spec()}
-    by_file: dict[Path, list[tuple[str, str]]] = {}
-    for local in model.state_dict():
-        ours = global_name(local, first)
-        by_file.setdefault(entries[ours].stored.file, []).append((local, ours))
-    total = sum(map(len, by_file.values()))
-    show = sys.stderr.isatty() and total >= PROGRESS_MIN_TENSORS if progress is None else progress
+    names = sorted(((local, global_name(local, first)) for local in model.state_dict()),
+                   key=lambda pair: (str(entries[pair[1]].stored.file), entries[pair[1]].stored.offset))
+    show = sys.stderr.isatty() and len(names) >= PROGRESS_MIN_TENSORS if progress is None else progress
     pending: dict[str, dict[str, torch.Tensor]] = {}
-    with tqdm(total=total, desc=f"loading {folder.name} (part)", unit="tensor", disable=not show) as bar:
-        for file, names in by_file.items():
-            with open_safetensors(file, backend="pread") as f:
-                for local, ours in names:
-                    e, cut = entries[ours], cut_of(table, ours)
-                    if local in owner:  # codes or scales of a module that stays quantised
-                        mname, m = owner[local]
-                        leaf = local.rpartition(".")[2]
-                        t = _read_stored(f, e, cut, m, full[ours.rpartition(".")[0]], leaf)
-                        got = pending.setdefault(mname, {})
-                        got[leaf] = t.to(device)
-                        if len(got) == len(m.stored_spec()):
-                            _materialize(m, device)
-                            m.load_stored(pending.pop(mname))
-                    else:
-                        target = _tensor(model, local)
-                        want = param_dtype(ours, dtype) if target.is_floating_point() else target.dtype
-                        t = _read_float(f, e, cut, full[ours], want, block).to(device=device, dtype=want)
-                        if ours.endswith("tid2eid"):
-                            _check_table(t, e.stored, model.cfg.n_routed_experts)
-                        _put(model, local, t.contiguous())
-                    bar.update()
+    with tqdm(total=len(names), desc=f"loading {folder.name} (part)", unit="tensor", disable=not show) as bar:
+        for local, ours in names:  # in file order
+            e, cut = entries[ours], cut_of(table, ours)
+            if local in owner:  # codes or scales of a module that stays quantised
+                mname, m = owner[local]
+                leaf = local.rpartition(".")[2]
+                got = pending.setdefault(mname, {})
+                got[leaf] = _read_stored(e, cut, m, full[ours.rpartition(".")[0]], leaf).to(device)
+                if len(got) == len(m.stored_spec()):
+                    _materialize(m, device)
+                    m.load_stored(pending.pop(mname))
+            else:
+                target = _tensor(model, local)
+                want = param_dtype(ours, dtype) if target.is_floating_point() else target.dtype
+                t = _read_float(e, cut, full[ours], want, block).to(device, want)
+                if ours.endswith("tid2eid"):
+                    _check_table(t, e.stored, model.cfg.n_routed_experts)
+                _put(model, local, t.contiguous())
+            bar.update()
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # every tensor of the sharded model was read, so this is a bug, not a bad checkpoint
         raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
 
 
-def _slice(f, name: str):
-    try:
-        return f.get_slice(name)
-    except Exception as e:  # noqa: BLE001 (safetensors raises its own error type)
-        raise CheckpointError(f"tensor {name!r} cannot be read ({e})") from None
-
-
-def _read_float(f, e: Entry, cut: Cut | None, shape: tuple, want: torch.dtype, block) -> torch.Tensor:
-    """This rank's part of a float tensor; a release FP8 / FP4 weight is dequantised on the way."""
-    src = _slice(f, e.stored.name)
+def _read_float(e: Entry, cut: Cut | None, shape: tuple, want: torch.dtype, block) -> torch.Tensor:
+    """This rank's part of a float tensor; a release FP8 / FP4 weight is dequantised on the way: the
+    codes and scales of the whole blocks covering the part are read, dequantised, then trimmed."""
     if e.scale is None:
-        return cut.take(src) if cut is not None else src[:]
-    blocks = release_blocks(e.stored.dtype, block)
-    wide = widen(blocks, shape, cut) if cut is not None else None
-    pieces = stored_cuts(blocks, shape, wide) if wide is not None else {"weight": None, "scale": None}
-    codes = pieces["weight"].take(src) if wide is not None else src[:]
-    scale = _scale_part(f, e, pieces["scale"])
-    w = dequantize(codes.contiguous(), scale.contiguous(), want, block)
-    return w if cut is None else Cut(cut.dim, cut.start - wide.start, cut.stop - wide.start).take(w)
-
-
-def _scale_part(f, e: Entry, cut: Cut | None) -> torch.Tensor:
-    if e.scale.file == e.stored.file:
-        src = _slice(f, e.scale.name)
-        return cut.take(src) if cut is not None else src[:]
-    with open_safetensors(e.scale.file, backend="pread") as g:
-        src = _slice(g, e.scale.name)
-        return cut.take(src) if cut is not None else src[:]
-
-
-def _read_stored(f, e: Entry, cut: Cut | None, m: QuantLinear, shape: tuple, leaf: str) -> torch.Tensor:
-    """This rank's part of a quantised module's stored codes or scales (whole scale blocks only)."""
-    src = _slice(f, e.stored.name)
+        return read_part(e.stored, cut)
     if cut is None:
-        return src[:]
+        return dequantize(read_part(e.stored), read_part(e.scale), want, block)
+    blocks = release_blocks(e.stored.dtype, block)
+    wide = widen(blocks, shape, cut)
+    pieces = stored_cuts(blocks, shape, wide)
+    w = dequantize(read_part(e.stored, pieces["weight"]), read_part(e.scale, pieces["scale"]), want, block)
+    return Cut(cut.dim, cut.start - wide.start, cut.stop - wide.start).take(w).clone(memory_format=torch.contiguous_format)
+
+
+def _read_stored(e: Entry, cut: Cut | None, m: QuantLinear, shape: tuple, leaf: str) -> torch.Tensor:
+    """This rank's part of a quantised module's stored codes or scales (whole scale blocks only)."""
+    if cut is None:
+        return read_part(e.stored)
     try:
         part = stored_cuts(format_blocks(m.fmt, getattr(m, "group_size", None)), shape, cut)[leaf]
-    except ValueError as e2:
+    except ValueError as err:
         raise CheckpointError(
-            f"{e.stored.where()}: cannot keep this {m.fmt} weight quantised on this tensor-parallel mesh: {e2}; "
+            f"{e.stored.where()}: cannot keep this {m.fmt} weight quantised on this tensor-parallel mesh: {err}; "
             "load it dequantised (quantize=False) or use a tp whose parts fall on whole blocks"
         ) from None
-    return part.take(src) if part is not None else src[:]
+    return read_part(e.stored, part)
 
 
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:
