@@ -77,7 +77,7 @@ def state_bytes(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def touch(model: torch.nn.Module) -> None:
     for t in model.state_dict().values():
-        t.sum()
+        (t.view(torch.uint8) if t.element_size() == 1 else t).sum()  # FP8 codes have no sum
 
 
 def warm_meta() -> None:
@@ -176,6 +176,14 @@ def run_sharded(path: Path, dtype: str, ranks: int, tp: int, quantize: str | Non
     return rows
 
 
+def cpu_name() -> str:
+    import platform
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+
+
 def gb(n: int) -> str:
     return f"{n / 1e9:7.3f} GB"
 
@@ -223,11 +231,7 @@ def main() -> None:
             else:
                 rows.append(run_child("transformers", path, args.dtype))
 
-    import platform
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    print(f"CPU: {cpu}")
+    print(f"CPU: {cpu_name()}")
     part = " (this rank's part)" if args.ranks else ""
     print(f"{'loader':<13} {'model' + part:>10} {'baseline':>10} {'peak@load':>10} {'peak@touch':>10} "
           f"{'extra/model':>11} {'seconds':>8}")

@@ -9,7 +9,8 @@ sends its own share (tokens [n0, n1) of N, split near-equally), so no expert see
   3. run the local experts on what arrived (grouped by expert, weight applied as in MoE.routed);
   4. all_to_all the outputs back; sum each token's k outputs in float32 in expert order, as
      MoE.routed's index_add does;
-  5. all-gather the tp group's shares, so every tp rank again holds all N rows.
+  5. gather the tp group's shares, so every tp rank again holds all N rows (an all-gather; for a
+     handful of tokens, where its padding would cost more, an all-reduce of zero-padded rows).
 Hash-routed layers (tid2eid) and score-routed layers differ only in the router, before this.
 Uneven loads are fine (an expert with no pair, a rank receiving every pair), and so is N = 0: a
 rank with no token still joins steps 2, 4 and 5 with empty tensors (see parallelize.join_idle).
@@ -65,6 +66,14 @@ class ExpertParallelMoE(MoE):
         ys = run(xs, ws, which)  # [sum(recv), D] in x's dtype
         back = comm.all_to_all(ys, recv, send, self.ep_group, self.ep_rank, "combine")  # in `order`
         out = torch.zeros(n, d, dtype=torch.float32, device=x.device).index_add_(0, token, back.float())
+        if self.tp == 1 or n_all == 0:
+            return out
+        # Every tp rank needs all N rows. An all-gather pads each share to ceil(N / tp) rows, so for
+        # fewer tokens than that pays for, a sum of zero-padded rows moves fewer bytes (x + 0 is exact).
+        if 2 * n_all <= self.tp * -(-n_all // self.tp):
+            full = torch.zeros(n_all, d, dtype=torch.float32, device=x.device)
+            full[lo:hi] = out
+            return comm.all_reduce(full, self.tp_group, "gather")
         sizes = [b - a for a, b in (split_range(n_all, self.tp, i) for i in range(self.tp))]
         return comm.all_gather(out, self.tp_group, sizes, 0, "gather")
 

@@ -49,7 +49,9 @@ class Watchdog:
         grace: float = 30.0,
         on_lost: Callable[[str], None] | None = None,
     ):
-        self.store = dist.PrefixStore("trillion/health", store.clone())
+        # keys per launch attempt: torchrun's agent keeps its store across restarts of the workers
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.store = dist.PrefixStore(f"trillion/health/{attempt}", store.clone())
         self.rank, self.world, self.interval, self.grace = rank, world, interval, grace
         self.on_lost = on_lost or _exit_lost
         self.verdict: str | None = None
