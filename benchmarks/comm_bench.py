@@ -75,16 +75,17 @@ def kb(n: float) -> str:
 def analytic() -> None:
     from trillion.flavors import FLAVORS
 
-    print("Formula: bf16 activations, uniform routing, B tokens decoded per dp group per step. KB per token =")
-    print("all ranks' bytes / the step's dp * B tokens. Time = one rank's even share of a whole step's bytes")
-    print("(every layer, the embedding and the logits) over its link, in microseconds: the communication")
-    print("each decoded token waits for, before latency per message and any overlap with compute.")
-    names = "".join(f"{n:>18}" for n in LINKS)
+    print("Formula: bf16 activations, uniform routing; each dp group decodes B sequences, one token each, per")
+    print("step. KB/token = all ranks' bytes / the step's dp * B tokens. us/step = one rank's even share of the")
+    print("step's bytes (every layer, the embedding, the logits) over its link: the communication each")
+    print("sequence's next token waits for, before per-message latency, routing skew and overlap with compute.")
+    names = "".join(f"{n:>17}" for n in LINKS)
     for name in ("v4-flash", "v4-pro"):
         cfg = FLAVORS[name]
         print(f"\n{name}: D={cfg.dim}, E={cfg.n_routed_experts}, k={cfg.n_activated_experts}, "
               f"V={cfg.vocab_size}, {cfg.n_layers} layers")
-        print(f"{'ranks':>5} {'dp':>3} {'tp':>3} {'B':>3} {'KB/token/layer':>15} {'KB/token/step':>14}   us/step:{names}")
+        print(f"{'ranks':>5} {'dp':>3} {'tp':>3} {'B':>3} {'seqs':>5} {'KB/token/layer':>15} {'KB/token/step':>14} |"
+              f"{'us/step at:':>12}{names}")
         for world in (8, 16, 64):
             for tp in (1, 8):
                 dp = world // tp
@@ -92,9 +93,9 @@ def analytic() -> None:
                     layer = sum(per_layer(cfg, dp, tp, b).values())
                     step = layer * cfg.n_layers + sum(per_step(cfg, dp, tp, b).values())
                     tokens = dp * b
-                    times = "".join(f"{step / world / (bw * 1e9) * 1e6:18.1f}" for bw in LINKS.values())
-                    print(f"{world:>5} {dp:>3} {tp:>3} {b:>3} {kb(layer / tokens):>15} {kb(step / tokens):>14}"
-                          f"           {times}")
+                    times = "".join(f"{step / world / (bw * 1e9) * 1e6:17.1f}" for bw in LINKS.values())
+                    print(f"{world:>5} {dp:>3} {tp:>3} {b:>3} {tokens:>5} {kb(layer / tokens):>15} "
+                          f"{kb(step / tokens):>14} |{'':>12}{times}")
 
 
 # ------------------------------------------------------------------------------------ measure
@@ -151,7 +152,7 @@ def measure(b_tokens: int) -> None:
         for r in rows:
             for tag, n in r["by_tag"].items():
                 counted[tag] = counted.get(tag, 0) + n
-        off = sum(r["off"] for r in rows)
+        off = sum(r["off"] for r in rows) / cfg.n_layers  # pairs that left their rank, per layer
         exact = {t: v * cfg.n_layers for t, v in per_layer(cfg, dp, tp, b_tokens, off_pairs=off).items()}
         uniform = {t: v * cfg.n_layers for t, v in per_layer(cfg, dp, tp, b_tokens).items()}
         exact.update(per_step(cfg, dp, tp, b_tokens))
@@ -162,8 +163,9 @@ def measure(b_tokens: int) -> None:
                 print(f"{dp:>3} {tp:>3} | {tag:<9} {counted.get(tag, 0):>11} {round(want):>19} "
                       f"{round(uniform[tag]):>19}{ok}")
         total = sum(counted.values())
-        print(f"{dp:>3} {tp:>3} | {'total':<9} {total:>11}   per token per layer: "
-              f"{total / (dp * b_tokens) / cfg.n_layers / 1e3:.1f} KB (embedding and logits included)")
+        layers = total - counted.get("embed", 0) - counted.get("head", 0)
+        print(f"{dp:>3} {tp:>3} | {'total':<9} {total:>11}   per token per layer (without embedding and logits): "
+              f"{layers / (dp * b_tokens) / cfg.n_layers / 1e3:.2f} KB")
 
 
 def launch(dp: int, tp: int, b_tokens: int) -> list[dict]:
