@@ -76,7 +76,7 @@ def lost_rank(out: Path) -> None:
     with it, must stop naming it. dp = world, tp = 1: every rank meets rank 1 in the expert exchange."""
     world = int(os.environ["WORLD_SIZE"])
     cfg = cases.config().replace(n_routed_experts=6)
-    mesh = parallel.init_mesh(world, 1, cfg=cfg, device_type="cpu", grace=3, heartbeat=0.5)
+    mesh = parallel.init_mesh(world, 1, cfg=cfg, device_type="cpu", grace=5, heartbeat=0.5)
     model = parallel.parallelize(random_model(cfg), mesh)
     rank = int(os.environ["RANK"])
     with parallel.guard():

@@ -12,6 +12,7 @@ The one place that names device kinds is `backend_for` (trillion/device.py will 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 
 import torch
@@ -64,13 +65,15 @@ def init_mesh(
     timeout: float = 600.0,
     heartbeat: float = 1.0,
     grace: float = 30.0,
+    on_lost: Callable[[str], None] | None = None,
 ) -> DeviceMesh:
     """Join the processes of this run and return their ("dp", "tp") mesh.
 
     cfg: when given, a mesh that cannot hold it (layout.check_layout) is refused here, with every
     reason, before any process group exists. timeout: seconds a collective may block (the backend's
     own timeout). heartbeat / grace: the watchdog's beat interval and how long a silent rank is
-    waited for before the others stop naming it (health.py)."""
+    waited for before the others stop naming it (health.py); on_lost(message) replaces the default
+    (print the message, exit with health.EXIT_RANK_LOST) and runs on the watchdog's thread."""
     rank, world, local_rank = world_from_env()
     if cfg is not None:
         require_layout(cfg, dp=dp, tp=tp, world=world)
@@ -86,7 +89,7 @@ def init_mesh(
         dist.init_process_group(
             backend, store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world, timeout=limit
         )
-        health.Watchdog(store, rank, world, interval=heartbeat, grace=grace).start()
+        health.Watchdog(store, rank, world, interval=heartbeat, grace=grace, on_lost=on_lost).start()
     return init_device_mesh(device_type, (dp, tp), mesh_dim_names=DIMS)
 
 
