@@ -29,7 +29,7 @@ from .layout import split_range
 
 
 class ExpertParallelMoE(MoE):
-    """A MoE holding experts [first_expert, first_expert + len(experts)) of n_experts."""
+    """A MoE holding routed experts [first_expert, first_expert + len(experts)) of cfg.n_routed_experts."""
 
     ep_group = tp_group = None
     ep_rank, ep, tp_rank, tp = 0, 1, 0, 1
