@@ -107,7 +107,7 @@ def child(b_tokens: int, dp: int, tp: int) -> None:
 
     from trillion import parallel
     from trillion.checkpoint import load_model
-    from trillion.parallel.layout import split_range
+    from trillion.parallel.shards import split_range
 
     torch.set_num_threads(1)
     cfg = load_model("bench-94m", device="meta").cfg

@@ -42,7 +42,7 @@ def free_port() -> int:
 def start_server(args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "trillion.cli", "serve", "--model", args.model, "--port", str(port),
-           "--max-batch", str(max(args.concurrency)), "--max-queue", "1024", "--log-level", "warning",
+           "--max-seqs", str(max(args.concurrency)), "--max-queue", "1024", "--log-level", "warning",
            "--max-model-len", str(args.prompt_len + args.max_tokens + 8)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 SCORE_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
 # transformers names the three attention schedules; DeepSeek uses the ratio alone.
 HF_WINDOW, HF_CSA, HF_HCA = "sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot describe a V4 model; the message names the field."""
 
 

@@ -7,13 +7,15 @@ Every flavor is a `ModelConfig`; nothing in the code checks a flavor's name.
   DeepSeek did not publish its dims, so we chose them: V4-Pro's trunk (dim 7168, 61 layers, same
   CSA/HCA schedule, q/o ranks, indexer) with 64 heads in 8 output groups and 384 routed experts of
   width 2048, top-8. That gives 1.05T total / 37B activated (see `trillion params v4-1t`).
-* tiny: seconds-fast tests; small: CPU training; demo: the shipped demo model; bench-*: benchmark models that
+* tiny: seconds-fast tests; small: CPU training; demo-random: the architecture of the shipped demo model
+  (the name `demo` loads its trained weights, trillion/assets); bench-*: benchmark models that
   llama.cpp can also load (HCA ratio 128, index head dim a multiple of 64).
 """
 
 from __future__ import annotations
 
 from .config import ModelConfig
+from .errors import UnknownName
 
 PRO_RATIOS = (128, 128) + (4, 128) * 29 + (4, 0)
 FLASH_RATIOS = (0, 0) + (4, 128) * 20 + (4, 0)
@@ -97,11 +99,12 @@ FLAVORS: dict[str, ModelConfig] = {
         max_seq_len=65536,
         name="small",
     ),
-    # The shipped demo model (trillion/assets/demo, docs/training.md): sized for a 2-core CPU, about
+    # The architecture of the shipped demo model (trillion/assets/demo, docs/training.md), here with
+    # random weights (`demo` names the trained model): sized for a 2-core CPU, about
     # 8M parameters, 16 MB in bf16. Every V4 piece at small scale: a hash-routed window layer, CSA
     # (ratio 4, indexer top-16) and HCA (ratio 16) layers, so 256-token contexts use compression,
     # 8 routed experts + 1 shared, mHC with 4 streams, and a window-only MTP block.
-    "demo": ModelConfig(
+    "demo-random": ModelConfig(
         vocab_size=4096,
         dim=256,
         n_layers=4,
@@ -122,7 +125,7 @@ FLAVORS: dict[str, ModelConfig] = {
         n_hash_layers=1,
         original_seq_len=4096,
         max_seq_len=65536,
-        name="demo",
+        name="demo-random",
     ),
     # ~94M total: the size of the llama.cpp comparison in shared/reference/anchors.md.
     "bench-94m": ModelConfig(
@@ -179,4 +182,4 @@ def get_flavor(name: str) -> ModelConfig:
     try:
         return FLAVORS[name]
     except KeyError:
-        raise KeyError(f"unknown flavor {name!r}; known flavors: {', '.join(FLAVORS)}") from None
+        raise UnknownName(f"unknown flavor {name!r}; known flavors: {', '.join(FLAVORS)}") from None

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import ModelConfig, ceil_div
+from .errors import UserError
+from .units import format_bytes
 
 PRECISIONS = ("release", "bf16")
 KINDS = ("window", "csa", "hca")
@@ -62,15 +64,15 @@ COMPRESSOR_BUFFERS = 2  # kv_state and score_state
 
 
 @dataclass(frozen=True)
-class V32Config:
-    """DeepSeek-V3.2 (671B), the baseline: only the numbers the cost formulas use.
+class V3Config:
+    """DeepSeek-V3 / R1 (671B, MLA over every token, no indexer): the numbers the cost formulas use.
 
-    Architecture: deepseek-ai/DeepSeek-V3.2(-Exp) `config.json` (also `inference/config_671B_v3.2.json`).
-    Cache layout at release precision: deepseek-ai/FlashMLA README, "FP8 KV cache" of the sparse
-    (DSA) decoding kernels, and the DeepGEMM indexer's FP8 keys.
+    Architecture: deepseek-ai/DeepSeek-V3 (and -R1) `config.json`, key named beside each field. The
+    baseline of the deployment planner's published-figure checks (DeepSeek's own V3/R1 service on
+    H800, Huawei's CloudMatrix384 on 910C: docs/plan.md).
     """
 
-    n_layers: int = 61  # num_hidden_layers (its MTP layer, num_nextn_predict_layers = 1, is left out)
+    n_layers: int = 61  # num_hidden_layers (the MTP layer, num_nextn_predict_layers = 1, apart)
     dim: int = 7168  # hidden_size
     vocab_size: int = 129280  # vocab_size
     n_heads: int = 128  # num_attention_heads
@@ -79,20 +81,17 @@ class V32Config:
     qk_nope_head_dim: int = 128  # qk_nope_head_dim
     qk_rope_head_dim: int = 64  # qk_rope_head_dim: cached next to the latent
     v_head_dim: int = 128  # v_head_dim
-    index_n_heads: int = 64  # index_n_heads (DSA lightning indexer)
-    index_head_dim: int = 128  # index_head_dim: one indexer key per token per layer
-    index_topk: int = 2048  # index_topk: tokens each query attends to
     n_dense_layers: int = 3  # first_k_dense_replace
     inter_dim: int = 18432  # intermediate_size (dense layers)
     n_routed_experts: int = 256  # n_routed_experts
     n_activated_experts: int = 8  # num_experts_per_tok
     n_shared_experts: int = 1  # n_shared_experts
     moe_inter_dim: int = 2048  # moe_intermediate_size
-    # FlashMLA's FP8 sparse cache, per token per layer: 512 FP8 latent bytes + 4 float32 scales (one
-    # per 128 latent dims, 16 bytes) + 64 BF16 rope dims (128 bytes) = 656 bytes.
-    release_latent_bytes: int = 512 + 4 * 4 + 64 * 2
-    # Indexer keys in FP8 with one float32 scale per token (DeepGEMM's paged indexer-logit kernels).
-    release_index_key_bytes: int = 128 + 4
+    n_mtp_layers: int = 1  # num_nextn_predict_layers
+    max_seq_len: int = 163840  # max_position_embeddings
+    # DeepSeek serves V3/R1's MLA in BF16 ("core MLA computations ... use the BF16 format", the
+    # day-6 inference-system overview): 512 latent + 64 rope dims, 2 bytes each, per token per layer.
+    release_latent_bytes: int = (512 + 64) * 2
 
     def latent_bytes(self, precision: str) -> int:
         """Bytes of one token's MLA cache entry in one layer."""
@@ -101,26 +100,16 @@ class V32Config:
             return self.release_latent_bytes
         return 2 * (self.kv_lora_rank + self.qk_rope_head_dim)
 
-    def index_key_bytes(self, precision: str) -> int:
-        _check_precision(precision)
-        return self.release_index_key_bytes if precision == "release" else 2 * self.index_head_dim
-
     def attention_params(self) -> int:
-        """MLA (q_a, q_b, kv_a with the rope key, kv_b, o) + DSA indexer (wq_b, wk, weights_proj)."""
+        """MLA: q_a, q_b, kv_a (latent + the rope key), kv_b, o."""
         h, qk = self.n_heads, self.qk_nope_head_dim + self.qk_rope_head_dim
-        mla = (
+        return (
             self.dim * self.q_lora_rank
             + self.q_lora_rank * h * qk
             + self.dim * (self.kv_lora_rank + self.qk_rope_head_dim)
             + self.kv_lora_rank * h * (self.qk_nope_head_dim + self.v_head_dim)
             + h * self.v_head_dim * self.dim
         )
-        indexer = (
-            self.q_lora_rank * self.index_n_heads * self.index_head_dim
-            + self.dim * self.index_head_dim
-            + self.dim * self.index_n_heads
-        )
-        return mla + indexer
 
     def matmul_params(self) -> int:
         """Weights one decoded token multiplies with: attention in every layer; a dense SwiGLU
@@ -128,7 +117,7 @@ class V32Config:
         top-k routed + shared SwiGLU experts (3 x dim x moe_inter_dim each); the head (vocab x dim).
         The embedding is a lookup and the norms are not matmuls. Absorbing kv_b into q and the output
         (MLA decode) costs the same FLOPs as applying it, so 2 x these is the weight FLOPs.
-        = 37.48B, DeepSeek's "37B activated"."""
+        V3: 36.62B; V3.2 (with its indexer): 37.48B; DeepSeek quotes "37B activated" for both."""
         moe_layers = self.n_layers - self.n_dense_layers
         experts = self.n_activated_experts + self.n_shared_experts
         return (
@@ -139,6 +128,39 @@ class V32Config:
         )
 
 
+@dataclass(frozen=True)
+class V32Config(V3Config):
+    """DeepSeek-V3.2 (671B), the baseline of `kv_cost`: V3 plus the DSA lightning indexer.
+
+    Architecture: deepseek-ai/DeepSeek-V3.2(-Exp) `config.json` (also `inference/config_671B_v3.2.json`).
+    Cache layout at release precision: deepseek-ai/FlashMLA README, "FP8 KV cache" of the sparse
+    (DSA) decoding kernels, and the DeepGEMM indexer's FP8 keys.
+    """
+
+    index_n_heads: int = 64  # index_n_heads (DSA lightning indexer)
+    index_head_dim: int = 128  # index_head_dim: one indexer key per token per layer
+    index_topk: int = 2048  # index_topk: tokens each query attends to
+    # FlashMLA's FP8 sparse cache, per token per layer: 512 FP8 latent bytes + 4 float32 scales (one
+    # per 128 latent dims, 16 bytes) + 64 BF16 rope dims (128 bytes) = 656 bytes.
+    release_latent_bytes: int = 512 + 4 * 4 + 64 * 2
+    # Indexer keys in FP8 with one float32 scale per token (DeepGEMM's paged indexer-logit kernels).
+    release_index_key_bytes: int = 128 + 4
+
+    def index_key_bytes(self, precision: str) -> int:
+        _check_precision(precision)
+        return self.release_index_key_bytes if precision == "release" else 2 * self.index_head_dim
+
+    def attention_params(self) -> int:
+        """MLA (as V3) + DSA indexer (wq_b, wk, weights_proj)."""
+        indexer = (
+            self.q_lora_rank * self.index_n_heads * self.index_head_dim
+            + self.dim * self.index_head_dim
+            + self.dim * self.index_n_heads
+        )
+        return super().attention_params() + indexer
+
+
+V3 = V3Config()
 V32 = V32Config()
 
 
@@ -147,7 +169,7 @@ V32 = V32Config()
 
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision = {precision!r}; expected one of {PRECISIONS}")
+        raise UserError(f"precision = {precision!r}; expected one of {PRECISIONS}")
 
 
 def kv_vector_bytes(cfg: ModelConfig, precision: str) -> int:
@@ -183,7 +205,7 @@ def compressor_state_bytes(cfg: ModelConfig, layer: int) -> int:
 def layer_state_bytes(cfg: ModelConfig, layer: int, n_tokens: int, precision: str) -> dict[str, int]:
     """Bytes one sequence holds in main layer (or MTP block) `layer` after n_tokens tokens, by PARTS."""
     if n_tokens < 0:
-        raise ValueError(f"n_tokens = {n_tokens}; a context length is >= 0")
+        raise UserError(f"n_tokens = {n_tokens}; a context length is >= 0")
     r = cfg.ratio(layer)
     c = n_tokens // r if r else 0  # entries; a partial block lives in the compressor state
     vec = kv_vector_bytes(cfg, precision)
@@ -313,7 +335,7 @@ class KvCost:
     def scaled(self, batch: int) -> KvCost:
         """The same for `batch` sequences of n_tokens each (bytes and FLOPs times batch)."""
         if batch < 1:
-            raise ValueError(f"batch = {batch}; need at least one sequence")
+            raise UserError(f"batch = {batch}; need at least one sequence")
 
         def mul(d: dict) -> dict:
             return {k: (mul(v) if isinstance(v, dict) else v * batch) for k, v in d.items()}
@@ -359,7 +381,7 @@ def kv_cost(
     matmul_params: V4's per-token matmul parameters; None = `v4_matmul_params(cfg)` (needs torch).
     """
     if n_tokens < 0:
-        raise ValueError(f"n_tokens = {n_tokens}; a context length is >= 0")
+        raise UserError(f"n_tokens = {n_tokens}; a context length is >= 0")
     if matmul_params is None:
         matmul_params = v4_matmul_params(cfg)
     release = state_breakdown(cfg, n_tokens, "release")
@@ -406,9 +428,9 @@ def parse_tokens(text: str) -> int:
     try:
         n = int(s[:-1] if mult > 1 else s) * mult
     except ValueError:
-        raise ValueError(f"context {text!r}: expected a token count like 4096, 128K or 1M") from None
+        raise UserError(f"context {text!r}: expected a token count like 4096, 128K or 1M") from None
     if n < 0:
-        raise ValueError(f"context {text!r}: a context length is >= 0")
+        raise UserError(f"context {text!r}: a context length is >= 0")
     return n
 
 
@@ -419,12 +441,6 @@ def format_tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def format_bytes(n: float, digits: int = 2) -> str:
-    """Decimal units (GB = 1e9), as docs/params.md."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.{digits}f} {unit}"
-    return f"{int(n)} B"
 
 
 def format_flops(n: float, digits: int = 1) -> str:
@@ -460,8 +476,10 @@ __all__ = [
     "PARTS",
     "PART_LABELS",
     "PRECISIONS",
+    "V3",
     "V32",
     "KvCost",
+    "V3Config",
     "V32Config",
     "compressor_state_bytes",
     "format_bytes",

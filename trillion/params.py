@@ -27,7 +27,6 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,12 +35,10 @@ from typing import Any
 import torch
 
 from .checkpoint.layouts import official_storage
-from .config import ModelConfig, ceil_div
+from .checkpoint.official import stored_nbytes
+from .config import ModelConfig
 from .model import Transformer
-
-FP4_GROUP = 32  # inputs per UE8M0 scale of an FP4 routed-expert weight
-FP8_BLOCK = 128  # the FP8 scale covers a FP8_BLOCK x FP8_BLOCK block of the weight
-ELEMENT_BYTES = {"bf16": 2, "fp32": 4, "int64": 8}
+from .units import format_bytes, format_count
 
 # Breakdown rows, in display order. Attention = the attn.* tensors of a block minus its compressor
 # and indexer (wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b, attn_sink). Norms = the block norms
@@ -177,17 +174,12 @@ def build_meta_model(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def release_bytes(name: str, shape: tuple[int, ...]) -> int:
-    """Bytes of tensor `name` of `shape` as the official release stores it, scales included."""
+    """Bytes of tensor `name` of `shape` as the official release stores it, scales included (the
+    checkpoint writer's own count, `official.stored_nbytes`)."""
     kind = official_storage(name)
-    n = math.prod(shape)
-    if kind in ("fp4", "fp8"):
-        if len(shape) != 2:
-            raise ValueError(f"{name}: {kind} storage needs a 2-D [out, in] weight; got shape {tuple(shape)}")
-        out, inp = shape
-        if kind == "fp4":  # two e2m1 codes per byte along `in`, one e8m0 scale per FP4_GROUP inputs
-            return out * ceil_div(inp, 2) + out * ceil_div(inp, FP4_GROUP)
-        return n + ceil_div(out, FP8_BLOCK) * ceil_div(inp, FP8_BLOCK)  # e4m3 + one e8m0 per block
-    return n * ELEMENT_BYTES[kind]
+    if kind in ("fp4", "fp8") and len(shape) != 2:
+        raise ValueError(f"{name}: {kind} storage needs a 2-D [out, in] weight; got shape {tuple(shape)}")
+    return stored_nbytes(name, tuple(shape))
 
 
 # ---------------------------------------------------------------------------------- counting
@@ -309,20 +301,8 @@ def count_module(model: torch.nn.Module, cfg: ModelConfig) -> ParamReport:
 # ---------------------------------------------------------------------------------- formatting
 
 
-def format_count(n: int, digits: int = 3) -> str:
-    """1573031... -> '1573.031B'; millions as 'M', thousands as 'K'."""
-    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.{digits}f}{unit}"
-    return str(n)
 
 
-def format_bytes(n: int, digits: int = 2) -> str:
-    """Decimal units: GB = 1e9 bytes, MB = 1e6, KB = 1e3."""
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.{digits}f} {unit}"
-    return f"{n} B"
 
 
 __all__ = [

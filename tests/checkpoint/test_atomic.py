@@ -39,7 +39,7 @@ def test_interrupted_save_keeps_previous(model, tokens, logits, tmp_path, monkey
 
     monkeypatch.undo()
     save_model(other, path)  # a completed save replaces the folder (now single-file)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert torch.equal(load_model(path)(tokens), other(tokens))
 

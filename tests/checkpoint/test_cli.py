@@ -6,6 +6,8 @@ import torch
 
 from trillion.checkpoint import load_model
 from trillion.cli.main import main
+from trillion.tokenizer import Tokenizer
+from trillion.train.tokenizer import train_tokenizer
 
 TOKENS = torch.randint(0, 512, (2, 45), generator=torch.Generator().manual_seed(3))  # tiny: vocab 512
 
@@ -16,10 +18,11 @@ def test_convert_round_trip_and_inspect(tmp_path, capsys):
     assert main(["convert", "tiny", str(hf), "--to", "hf", "--seed", "4"]) == 0
     original = load_model(hf)
     assert torch.equal(original(TOKENS), load_model("tiny", seed=4)(TOKENS))
-    (hf / "tokenizer.json").write_text('{"model": "dummy"}')
+    tokenizer = train_tokenizer([f"x = {i}\n" for i in range(50)], 300).to_str()
+    (hf / "tokenizer.json").write_text(tokenizer)
 
     assert main(["convert", str(hf), str(ds), "--to", "deepseek"]) == 0
-    assert (ds / "tokenizer.json").read_text() == '{"model": "dummy"}'
+    assert Tokenizer.from_file(ds).encode("x = 1") == Tokenizer.from_file(hf).encode("x = 1")  # carried along
     assert main(["convert", str(ds), str(back), "--to", "hf"]) == 0
     assert json.loads((back / "config.json").read_text())["dtype"] == "bfloat16"  # the release's dtype
 
@@ -38,8 +41,11 @@ def test_convert_round_trip_and_inspect(tmp_path, capsys):
     assert info["config"]["ratios"] == {"csa": [4], "hca": [16]}
     assert info["parameters"]["total"] == sum(p.numel() for p in original.parameters())
     assert info["parameters"]["mtp"] > 0
-    assert info["quantization"]["config"]["fmt"] == "e4m3" and info["quantization"]["fp4_weights"] > 0
-    assert info["dtypes"]["float8_e4m3fn"] == info["quantization"]["fp8_weights"]
+    q = info["quantization"]
+    assert q["config"]["fmt"] == "e4m3" and q["scheme"] == "release" and q["formats"]["mxfp4"] > 0
+    assert info["dtypes"]["float8_e4m3fn"] == q["formats"]["fp8"] and info["dtypes"]["int8"] == q["formats"]["mxfp4"]
+    assert q["weights"] == q["scales"] == q["formats"]["fp8"] + q["formats"]["mxfp4"]
+    assert info["tokenizer"]["ok"] and info["tokenizer"]["chat_template"] and info["tokenizer"]["bos_token_id"] == 0
     assert info["dtypes"]["int64"] == 1  # the one hash layer's tid2eid
     assert len(info["shards"]) == 1 and info["total_bytes"] == (ds / "model.safetensors").stat().st_size
 
@@ -72,3 +78,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "neither a checkpoint folder nor a flavor" in err and "Traceback" not in err
     assert main(["convert", "tiny", str(tmp_path / "x"), "--to", "deepseek", "--dtype", "bfloat16"]) == 1
     assert "--dtype applies to --to hf only" in capsys.readouterr().err
+
+
+def test_inspect_checks_the_tokenizer_files(tmp_path, capsys):
+    """A corrupt tokenizer.json (or tokenizer / generation config) is named, and the folder is not ok."""
+    path = tmp_path / "tok"
+    assert main(["convert", "tiny", str(path), "--to", "hf"]) == 0  # vocab 512
+    tok = train_tokenizer([f"y = {i}\n" for i in range(50)], 300)
+    tok.save(str(path / "tokenizer.json"))
+    assert main(["inspect", str(path)]) == 0
+    n = tok.get_vocab_size()
+    assert (f"tokenizer     tokenizer.json, {n} tokens; BOS 0 added to text prompts; no chat template"
+            in capsys.readouterr().out)
+
+    (path / "tokenizer.json").write_text(tok.to_str()[:500])  # cut short: "EOF while parsing"
+    assert main(["inspect", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT LOADABLE" in out and f"error: {path / 'tokenizer.json'}: not a readable tokenizer.json (EOF" in out
+
+    tok.save(str(path / "tokenizer.json"))
+    (path / "generation_config.json").write_text('{"eos_token_id": 1,')
+    (path / "tokenizer_config.json").write_text("[]")
+    assert main(["inspect", str(path), "--json"]) == 1
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert any(e.startswith(f"{path / 'generation_config.json'}: not valid JSON") for e in errors)
+    assert any(e.startswith(f"{path / 'tokenizer_config.json'}: expected a JSON object") for e in errors)

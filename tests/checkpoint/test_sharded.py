@@ -40,4 +40,4 @@ def test_sharded_round_trip(model, tokens, logits, tmp_path):
 
 def test_big_shard_limit_gives_one_file(model, tmp_path):
     path = save_model(model, tmp_path / "one", max_shard_bytes=10**9)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]

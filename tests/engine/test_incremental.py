@@ -46,6 +46,21 @@ def test_chunked_prefill_equals_one_shot(chunk):
     assert (got - full[1:2]).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("chunk,dense", [(3, True), (8, False)], ids=["3-dense", "8-op"])
+def test_short_steps_in_the_graphs_shapes_equal_the_full_forward(chunk, dense):
+    """Steps of a few tokens (MTP drafts and speculative checks) as the compiled graph runs them:
+    padded page tables, a fixed number of entries pooled, the in-graph expert strategies (every
+    expert weighted, or the opaque op), run eagerly."""
+    from trillion.engine.experts import InGraph, stack_experts
+
+    _, model, ids, full, _, pool, _ = _setup()
+    run = ModelRunner(model, pool, max_model_len=T + 8, static=True,
+                      experts=InGraph(model, stack_experts(model), dense=dense))
+    seqs = [pool.allocate() for _ in range(2)]
+    got = torch.cat([run.forward(ids[:2, s : s + chunk], seqs)[0] for s in range(0, T, chunk)], dim=1)
+    assert (got - full[:2]).abs().max() <= TOL
+
+
 def test_a_batch_equals_its_sequences_run_alone():
     _, _, ids, full, _, pool, run = _setup()
     seqs = [pool.allocate() for _ in range(3)]
@@ -89,14 +104,11 @@ def test_state_returns_to_the_pool():
     assert pool.pages_in_use() == idle_pages and pool.slots_in_use() == 0
 
 
-@pytest.mark.parametrize("cfg,lazy", [(mixed_config(), True), (mixed_config(index_n_heads=1, index_topk=2), True),
-                                      (mixed_config(), False)], ids=["tie-free", "indexer-ties", "branch-free"])
-def test_decode_fast_path_equals_the_runner(cfg, lazy):
-    from trillion.engine.decode import Decoder
-
+@pytest.mark.parametrize("cfg,static", [(mixed_config(), False), (mixed_config(index_n_heads=1, index_topk=2), False),
+                                        (mixed_config(), True)], ids=["tie-free", "indexer-ties", "branch-free"])
+def test_decode_fast_path_equals_the_runner(cfg, static):
     cfg, model, ids, full, _, pool, run = _setup(cfg)
-    dec = Decoder(model, pool, max_model_len=T + 8)
-    dec.lazy = lazy  # False: the branch-free graph that torch.compile gets
+    dec = ModelRunner(model, pool, max_model_len=T + 8, static=static)  # static: the graph's shapes
     _decode_against_full(dec, ids, full, pool, run, [1, 13, 24])
 
 
@@ -107,7 +119,7 @@ def _decode_against_full(dec, ids, full, pool, run, starts):
         run.forward(ids[b : b + 1, :n], [s])
     for step in range(T - max(starts)):
         tok = torch.stack([ids[b, n + step : n + step + 1] for b, n in enumerate(starts)])
-        logits, _ = dec.step(tok, seqs)
+        logits, _ = dec.forward(tok, seqs)
         for b, n in enumerate(starts):
             assert (logits[b, 0] - full[b, n + step]).abs().max() <= TOL, (b, n + step)
 
@@ -118,22 +130,18 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
     """The graph's routed-expert paths (stacked weights indexed in the graph for one sequence; for a
     batch the opaque op, or every expert weighted in the graph) and its branch-free state updates,
     run without compiling."""
-    from trillion.engine import ops
-    from trillion.engine.decode import Decoder, stack_experts
+    from trillion.engine.experts import InGraph, stack_experts, stack_moe
 
     _, model, ids, full, _, pool, run = _setup()
     before = [[e.w1.weight.clone() for e in blk.ffn.experts] for blk in model.layers]
-    dec = Decoder(model, pool, max_model_len=T + 8)
-    dec.lazy = False
-    dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
-    dec.moe_keys = [ops.register_moe(blk.ffn) for blk in model.layers]
-    dec.dense = dense
+    experts = InGraph(model, stack_experts(model), dense=dense)
+    dec = ModelRunner(model, pool, max_model_len=T + 8, static=True, experts=experts)
     for blk, ws in zip(model.layers, before):  # the experts' weights are now views of the stacks
         for e, (expert, w) in enumerate(zip(blk.ffn.experts, ws)):
             assert torch.equal(expert.w1.weight, w)
-            assert expert.w1.weight.data_ptr() == dec.stacks[blk.layer][0][1]["weight"][e].data_ptr()
-    again = [stack_experts(blk.ffn)[1][1]["weight"].data_ptr() for blk in model.layers]
-    assert again == [s[1][1]["weight"].data_ptr() for s in dec.stacks]
+            assert expert.w1.weight.data_ptr() == experts.stacks[blk.layer][0][1]["weight"][e].data_ptr()
+    again = [stack_moe(blk.ffn)[1][1]["weight"].data_ptr() for blk in model.layers]
+    assert again == [s[1][1]["weight"].data_ptr() for s in experts.stacks[: len(model.layers)]]
     _decode_against_full(dec, ids, full, pool, run, starts)
 
 
@@ -141,21 +149,21 @@ def test_decode_paths_of_the_compiled_graph_run_eagerly(starts, dense):
 @pytest.mark.parametrize("starts,dense", [([5], True), ([1, 13, 24], True), ([1, 13, 24], False)],
                          ids=["one-sequence", "batch-dense", "batch-op"])
 def test_compiled_decode_equals_the_full_forward(starts, dense):
-    from trillion.engine.decode import Decoder
+    from trillion.engine.experts import InGraph, stack_experts
 
     _, model, ids, full, _, pool, run = _setup()
-    dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
-    dec.dense = dense  # mixed_config's 6 experts would take the dense path
+    # dense: mixed_config's 6 experts would take the dense path by default
+    experts = InGraph(model, stack_experts(model), dense=dense)
+    dec = ModelRunner(model, pool, max_model_len=T + 8, compile=True, experts=experts)
     _decode_against_full(dec, ids, full, pool, run, starts)
 
 
 def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
     from trillion.checkpoint import load_model, save_model
-    from trillion.engine.decode import stack_experts
+    from trillion.engine.experts import stack_experts
 
     _, model, ids, full, _, _, _ = _setup()
-    for blk in model.layers:
-        stack_experts(blk.ffn)
+    stack_experts(model)
     save_model(model, tmp_path / "m")
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "m")(ids), full)
@@ -164,7 +172,7 @@ def test_a_model_with_stacked_experts_saves_and_loads(tmp_path):
 def test_quantized_experts_run_in_the_graph_path():
     """Stacked int8 experts (codes and scales as views of stacks) through routed_one equal the
     quantised model's own full forward."""
-    from trillion.engine.decode import Decoder, stack_experts
+    from trillion.engine.experts import InGraph, stack_experts
     from trillion.quant import quantize_model
 
     _, model, ids, _, _, pool, run = _setup()
@@ -175,10 +183,9 @@ def test_quantized_experts_run_in_the_graph_path():
     with torch.no_grad():
         full = model(ids)
     run.model = model
-    dec = Decoder(model, pool, max_model_len=T + 8)
-    dec.lazy = False
-    dec.stacks = [stack_experts(blk.ffn) for blk in model.layers]
-    assert all(st is not None and "qweight" in st[0][1] for st in dec.stacks)
+    experts = InGraph(model, stack_experts(model))
+    dec = ModelRunner(model, pool, max_model_len=T + 8, static=True, experts=experts)
+    assert all(st is not None and "qweight" in st[0][1] for st in experts.stacks)
     _decode_against_full(dec, ids, full, pool, run, [5])
 
 
@@ -187,7 +194,7 @@ def test_quantized_experts_run_in_the_graph_path():
 def test_compiled_decode_of_a_quantised_model_equals_its_full_forward(scheme):
     """aten's int8 / int4 kernels inside the compiled graph: on the stacked experts' views, and int4's
     grouped wo_a (per-group scales cut in the graph) through the opaque op."""
-    from trillion.engine.decode import Decoder
+    from trillion.engine.experts import InGraph, stack_experts
     from trillion.quant import quantize_model
 
     # widths int4 (groups of 32) takes everywhere
@@ -199,7 +206,7 @@ def test_compiled_decode_of_a_quantised_model_equals_its_full_forward(scheme):
     with torch.no_grad():
         full = model(ids)
     run.model = model
-    dec = Decoder(model, pool, max_model_len=T + 8, compile=True)
+    dec = ModelRunner(model, pool, max_model_len=T + 8, compile=True, experts=InGraph(model, stack_experts(model)))
     _decode_against_full(dec, ids, full, pool, run, [5])
 
 
@@ -207,7 +214,7 @@ def test_the_expert_op_registry_does_not_keep_models_alive():
     import gc
     import weakref
 
-    from trillion.engine import ops
+    from trillion.engine import experts as ops
 
     cfg, model, _, _, _, _, run = _setup()
     x, w, idx = torch.randn(2, cfg.dim), torch.rand(2, 2), torch.tensor([[0, 1], [1, 2]])

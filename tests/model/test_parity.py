@@ -3,7 +3,8 @@
 The configs mix window-only, CSA and HCA layers and hash layers; every parameter (sinks, biases,
 ape, mHC, norms) is random and non-zero; sequences span several windows and many compression
 blocks, with lengths that are not multiples of the ratios; batch > 1. >= 16 index heads keep the
-indexer free of score ties (see test_indexer.py for ties).
+indexer free of score ties (tests/model/test_components.py::test_indexer_ties_pick_lower_index_first
+and tests/engine/test_incremental.py cover ties).
 """
 
 import pytest

@@ -71,12 +71,15 @@ def test_uneven_expert_loads(ranks):
 
 @torch.no_grad()
 def test_engine_pieces_on_the_parallel_model(ranks, reference):
-    """ModelRunner (chunked prefill) and Decoder (one step) drive the parallel model through its pieces."""
+    """ModelRunner (chunked prefill, a decode step, the MTP block) drives the parallel model through
+    its pieces (Attention.queries/keys/output, Compressor, Indexer, MoE.gate / routed ...)."""
     dp, tp, read = ranks
     got = read("engine")
     for g, r in groups(dp, tp):
         ids = cases.dp_part(cases.tokens(), dp, g)
-        torch.testing.assert_close(got[r]["logits"], reference(ids), **TOL)
+        logits, hidden = reference(ids, return_hidden=True)
+        torch.testing.assert_close(got[r]["logits"], logits, **TOL)
+        torch.testing.assert_close(got[r]["mtp"], reference.mtp_logits(hidden[:, :-1], ids[:, 1:]), **TOL)
 
 
 # ------------------------------------------------------------------------------ sharded loading

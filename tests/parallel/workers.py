@@ -47,19 +47,19 @@ def model_checks(out: Path, dp: int, tp: int, hf: str, official: str) -> None:
     single = skewed(ids[:1, :1])
     save(out, "skewed", {"first": first, "single": single})
 
-    # 3. the engine's pieces: chunked prefill through ModelRunner, then one decode step
-    from trillion.engine.decode import Decoder
+    # 3. the engine's pieces: chunked prefill, a decode step (with the compiled graph's shapes,
+    # run eagerly) and the MTP block through ModelRunner
     from trillion.engine.runner import ModelRunner
     from trillion.engine.state import StatePool
 
     pool = StatePool(cfg, max_seqs=ids.shape[0], page_size=4)
     seqs = [pool.allocate() for _ in range(ids.shape[0])]
-    runner = ModelRunner(model, pool)
+    runner = ModelRunner(model, pool, max_model_len=64, static=True)
     t = ids.shape[1] - 1
-    a, _ = runner.forward(ids[:, :9], seqs)
-    b, _ = runner.forward(ids[:, 9:t], seqs)
-    c, _ = Decoder(model, pool, max_model_len=64).step(ids[:, t:], seqs)
-    save(out, "engine", {"logits": torch.cat((a, b, c), dim=1)})
+    chunks = [runner.forward(ids[:, a:b], seqs) for a, b in ((0, 9), (9, t), (t, t + 1))]
+    hidden = torch.cat([x for _, x in chunks], dim=1)
+    mtp, _ = runner.mtp(hidden[:, :-1], ids[:, 1:], seqs)
+    save(out, "engine", {"logits": torch.cat([lg for lg, _ in chunks], dim=1), "mtp": mtp})
 
     # 4. sharded loading: the hf layout, the release layout dequantised and kept quantised
     loaded = parallel.load_sharded(hf, mesh)

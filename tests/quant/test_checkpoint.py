@@ -158,11 +158,53 @@ def test_a_quantised_model_saves_only_in_its_own_layout(model, tmp_path):
     q = quantize_model(model, "int8", inplace=False)
     with pytest.raises(ValueError, match="deepseek layout"):
         save_model(q, tmp_path / "x", layout="hf")
-    with pytest.raises(ValueError, match="deepseek layout"):
-        save_model(q, tmp_path / "x", dtype="bfloat16")
     assert not (tmp_path / "x").exists()
     sharded = save_model(q, tmp_path / "sharded", max_shard_bytes=200_000)
     assert (
         len(list(sharded.glob("*.safetensors"))) > 1 and (sharded / "model.safetensors.index.json").exists()
     )
     assert type(load_model(sharded).layers[2].attn.wq_a) is Int8Linear
+
+
+@pytest.mark.parametrize("scheme", ["int8", "v4-release"])
+@torch.no_grad()
+def test_float_tensors_are_stored_in_the_compute_dtype(model, scheme, tmp_path):
+    """A quantised copy of a bf16 model stores the tensors it does not quantise in bf16 (float32 only
+    for what DeepSeek keeps in float32), not float32, and loads to the same logits."""
+    from trillion.model.dtypes import keeps_fp32
+
+    src = load_model(save_model(model, tmp_path / "src", dtype=torch.bfloat16), dtype=torch.float32)
+    q = quantize_model(src, scheme)  # in float32 memory, as `trillion quantize` holds it
+    folder = save_model(q, tmp_path / "q", dtype=torch.bfloat16)
+    owned = {f"{n}.{leaf}" for n, m in quantized_modules(q).items() for leaf in m.stored_spec()}
+    want, size = {}, 0
+    for name, t in q.state_dict().items():
+        if name in owned or not t.is_floating_point():
+            want[name] = t.dtype
+        else:
+            want[name] = torch.float32 if keeps_fp32(name) else torch.bfloat16
+        size += t.numel() * want[name].itemsize
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        got = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (a safe_open handle)
+    names = {torch.bfloat16: "BF16", torch.float32: "F32", torch.int8: "I8", torch.uint8: "U8",
+             torch.int64: "I64", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e8m0fnu: "F8_E8M0"}
+    assert got == {k: names[v] for k, v in want.items()}
+    assert "BF16" in got.values() and got["embed.weight"] == "BF16" and got["head.weight"] == "F32"
+    assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) < size + 100_000  # + the header
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    tokens = torch.randint(0, 97, (1, 21), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(load_model(folder)(tokens), q(tokens))
+
+
+@torch.no_grad()
+def test_a_checkpoint_quantised_with_skip_loads(model, tmp_path):
+    """Modules left in float by `skip` are recorded (modules_to_not_convert) and load in float."""
+    q = quantize_model(model, "int8", skip=[r"^mtp\.", r"layers\.1\.attn\.wq_a$"], inplace=False)
+    folder = save_model(q, tmp_path / "skip")
+    kept = json.loads((folder / "config.json").read_text())["quantization_config"]["modules_to_not_convert"]
+    assert "layers.1.attn.wq_a" in kept and "mtp.0.attn.wq_a" in kept and "layers.0.attn.wq_a" not in kept
+    loaded = load_model(folder)
+    assert type(loaded.layers[1].attn.wq_a) is nn.Linear and type(loaded.layers[0].attn.wq_a) is Int8Linear
+    assert set(quantized_modules(loaded)) == set(quantized_modules(q))
+    tokens = torch.randint(0, 97, (1, 19), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(loaded(tokens), q(tokens))

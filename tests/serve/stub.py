@@ -48,7 +48,7 @@ class ScriptedEngine(Engine):
     tokens (then the end token) instead of the model's choice: everything else is the real path."""
 
     def __init__(self, model, tokenizer, scripts, **kw):
-        super().__init__(model, None, **kw)
+        super().__init__(model, **kw)
         self.tok = tokenizer
         self.scripts = {k: tokenizer.encode(v) + [self.eos] for k, v in scripts.items()}
         self._which: dict[int, list[int] | None] = {}

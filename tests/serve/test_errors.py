@@ -20,7 +20,6 @@ def _tool(**function):
 
 # (endpoint, body, status, param, words in the message)
 CASES = {
-    "missing model": (CHAT, {"messages": USER}, 400, "model", "missing"),
     "missing messages": (CHAT, {"model": MODEL}, 400, "messages", "missing"),
     "missing prompt": (COMP, {"model": MODEL}, 400, "prompt", "missing"),
     "unknown field": (CHAT, {"model": MODEL, "messages": USER, "temprature": 1}, 400, "temprature", "unrecognized"),
@@ -45,7 +44,6 @@ CASES = {
     "context exceeded (chat)": (CHAT, {"model": MODEL, "messages": USER, "max_tokens": 5000}, 400, "messages",
                                 "maximum context length"),
     "absurd max_tokens": (COMP, {"model": MODEL, "prompt": "x", "max_tokens": 10**12}, 400, "prompt", "context length"),
-    "zero max_tokens": (COMP, {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens", "greater than or equal to 1"),
     "negative temperature": (CHAT, {"model": MODEL, "messages": USER, "temperature": -1}, 400, "temperature", "greater than or equal to 0"),
     "top_p zero": (CHAT, {"model": MODEL, "messages": USER, "top_p": 0}, 400, "top_p", "greater than 0"),
     "n zero": (CHAT, {"model": MODEL, "messages": USER, "n": 0}, 400, "n", ""),
@@ -74,6 +72,18 @@ CASES = {
     "tool_choice required": (CHAT, {"model": MODEL, "messages": USER, "tools": [TOOL], "tool_choice": "required"}, 400,
                              "tool_choice", "not"),
     "unknown model": (CHAT, {"model": "gpt-4", "messages": USER}, 404, "model", "does not exist"),
+    "negative max_tokens": (COMP, {"model": MODEL, "prompt": "x", "max_tokens": -1}, 400, "max_tokens",
+                            "greater than or equal to 0"),
+    "prompt_logprobs with stream": (COMP, {"model": MODEL, "prompt": "x", "prompt_logprobs": 1, "stream": True}, 400,
+                                    "prompt_logprobs", "stream"),
+    "prompt_logprobs 21": (COMP, {"model": MODEL, "prompt": "x", "prompt_logprobs": 21}, 400, "prompt_logprobs", ""),
+    "thinking kwarg not a bool": (CHAT, {"model": MODEL, "messages": USER, "chat_template_kwargs": {"thinking": "yes"}},
+                                  400, "chat_template_kwargs", "true or false"),
+    "tokenize nothing": ("/tokenize", {"model": MODEL}, 400, "prompt", "missing"),
+    "tokenize chat from the assistant": ("/tokenize", {"messages": [{"role": "assistant", "content": "x"}]}, 400,
+                                         "messages[0].role", "last message"),
+    "tokenize unknown model": ("/tokenize", {"model": "gpt-4", "prompt": "x"}, 404, "model", "does not exist"),
+    "detokenize out of range": ("/detokenize", {"tokens": [1, 99999]}, 400, "prompt", "out of range"),
     "bad effort": (CHAT, {"model": MODEL, "messages": USER, "reasoning_effort": "extreme"}, 400, "reasoning_effort", ""),
 }
 
@@ -94,7 +104,7 @@ def _error(r, status):
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_request(http, name):
     path, body, status, param, words = CASES[name]
-    for stream in (False, True):  # a streaming request is refused the same way, before any event
+    for stream in (False, True) if path in (CHAT, COMP) else (False,):  # streaming: refused the same way, at once
         r = http.post(path, json=dict(body, stream=True) if stream and "stream" not in body else body)
         err = _error(r, status)
         assert err["param"] == param, err

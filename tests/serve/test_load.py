@@ -3,6 +3,7 @@ state returns to idle afterwards; clients that leave mid-stream cancel their seq
 queue answers 429 with Retry-After at once; /metrics reports it all."""
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -79,13 +80,40 @@ def test_client_disconnect_mid_stream_frees_its_state(url, service):
     assert _aborted(service) >= 3
 
 
+class _Errors(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 def test_client_disconnect_while_waiting_for_a_whole_answer(url, service):
-    body = {"model": MODEL, "prompt": _prompt(3), "max_tokens": 900, "temperature": 0, "ignore_eos": True}
-    aborted = _aborted(service)
-    with httpx.Client(base_url=url, headers=AUTH, timeout=0.5) as http, pytest.raises(httpx.ReadTimeout):
-        http.post("/v1/completions", json=body)
-    wait_idle(service)
-    assert _aborted(service) == aborted + 1
+    """The client gives up (its timeout closes the connection, as `curl --max-time` does): the
+    sequence is aborted, nothing is logged as an error, no 500 is counted."""
+    long = {"model": MODEL, "max_tokens": 900, "temperature": 0, "ignore_eos": True}
+    requests = [("/v1/completions", dict(long, prompt=_prompt(3))),
+                ("/v1/chat/completions", dict(long, messages=[{"role": "user", "content": "hi"}]))]
+    aborted, failed = _aborted(service), _count(service, "/v1/completions", "500")
+    errors = _Errors()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "uvicorn", "trillion.serve")]
+    for lg in loggers:
+        lg.addHandler(errors)
+    try:
+        for path, req in requests:
+            with httpx.Client(base_url=url, headers=AUTH, timeout=0.5) as http, pytest.raises(httpx.ReadTimeout):
+                http.post(path, json=req)
+        wait_idle(service)
+        time.sleep(0.2)  # the handler's reply (to nobody) is logged and counted after the abort
+    finally:
+        for lg in loggers:
+            lg.removeHandler(errors)
+    assert _aborted(service) == aborted + 2
+    assert [r.getMessage() for r in errors.records] == []
+    assert _count(service, "/v1/completions", "500") == failed == 0
+    assert _count(service, "/v1/chat/completions", "500") == 0
+    assert _count(service, "/v1/completions", "499") >= 1
 
 
 def test_full_queue_answers_429_with_retry_after(url, service):
@@ -153,3 +181,8 @@ def test_running_streams_keep_flowing_while_a_long_prompt_prefills(service):
 
 def _aborted(service) -> float:
     return service.metrics.registry.get_sample_value("trillion_aborted_sequences_total") or 0.0
+
+
+def _count(service, endpoint: str, status: str) -> float:
+    return service.metrics.registry.get_sample_value(
+        "trillion_requests_total", {"endpoint": endpoint, "status": status}) or 0.0

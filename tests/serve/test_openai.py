@@ -9,7 +9,7 @@ import operator
 import openai
 import pytest
 
-from .stub import API_KEY, MODEL, SCRIPTS
+from .stub import API_KEY, CFG, MODEL, SCRIPTS
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
@@ -35,11 +35,12 @@ def test_models(client, service):
 def test_completions_text_and_token_ids_stream_and_not(client, tokenizer):
     out = client.completions.create(model=MODEL, prompt="Hello world", **GREEDY, extra_body={"return_token_ids": True})
     c = out.choices[0]
-    assert c.finish_reason in ("length", "stop") and out.usage.prompt_tokens == len(tokenizer.encode("Hello world"))
+    # a text prompt starts with BOS (the tokenizer has no config: the model's bos_token_id)
+    ids = [CFG.bos_token_id, *tokenizer.encode("Hello world")]
+    assert c.finish_reason in ("length", "stop") and out.usage.prompt_tokens == len(ids)
     assert out.usage.completion_tokens == len(c.token_ids) <= 6
     assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
     # the same prompt as token ids, streamed: the same tokens and text
-    ids = tokenizer.encode("Hello world")
     chunks = list(client.completions.create(model=MODEL, prompt=ids, **GREEDY, stream=True,
                                             stream_options={"include_usage": True},
                                             extra_body={"return_token_ids": True}))

@@ -9,7 +9,8 @@ import pytest
 from trillion.cli.main import build_parser
 from trillion.engine.sampling import SamplingParams
 from trillion.serve import ChatMode, RequestError, ServerThread, create_app, load_service
-from trillion.serve.text import TextStream, token_bytes
+from trillion.serve.text import token_bytes
+from trillion.tokenizer import TextStream
 
 from .stub import API_KEY, MODEL, wait_idle
 

@@ -25,10 +25,11 @@ def demo():
 def test_demo_is_small_and_complete(demo):
     folder, info = demo
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training.json", "tokenizer_config.json",
+            "special_tokens_map.json", "generation_config.json"} <= names
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 25 * 1000**2
     model = load_model(folder)
-    assert model.cfg == FLAVORS["demo"].replace(name=model.cfg.name)
+    assert model.cfg == FLAVORS["demo-random"].replace(name=model.cfg.name)
     assert info["data"] == ["stdlib"] and info["eval"]["eval_ppl"] > 1
 
 

@@ -22,7 +22,8 @@ def test_tiny_run_lowers_the_heldout_loss(corpus, micro_json, tmp_path):
     cfg = run_config(corpus, micro_json, tmp_path / "run", steps=30, warmup=3, log_every=10, save_every=30)
     result = train(cfg)
     assert result.eval["eval_loss"] < result.first_eval["eval_loss"] - 1.0, (result.first_eval, result.eval)
-    for name in ("metrics.jsonl", "loss.png", "expert_load.png", "model/config.json", "model/tokenizer.json"):
+    for name in ("metrics.jsonl", "loss.png", "expert_load.png", "model/config.json", "model/tokenizer.json",
+                 "model/tokenizer_config.json", "model/generation_config.json"):
         assert (tmp_path / "run" / name).is_file(), name
 
 
@@ -94,6 +95,7 @@ def test_export_ships_bf16_weights_whose_perplexity_eval_reproduces(short_run, t
     with safe_open(str(tmp_path / "shipped" / "model.safetensors"), framework="pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     assert dtypes == {"BF16", "I64"}  # I64: the hash-routing tables
-    assert (tmp_path / "shipped" / "tokenizer.json").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        assert (tmp_path / "shipped" / name).is_file(), name
     assert evaluate_folder(tmp_path / "shipped")["eval_ppl"] == got["eval_ppl"]
     assert abs(got["eval_loss"] - whole.eval["eval_loss"]) < 0.05  # bf16 rounding only

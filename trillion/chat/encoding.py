@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UserError
 from .dsml import render_tool_calls, render_tools, to_json
 
 BOS = "<｜begin▁of▁sentence｜>"
@@ -69,10 +70,10 @@ def encode_messages(
 ) -> str:
     """The prompt text of a conversation (see the module docstring for the steps)."""
     if reasoning_effort not in EFFORTS:
-        raise ValueError(f"reasoning_effort = {reasoning_effort!r}; expected one of {EFFORTS}")
+        raise UserError(f"reasoning_effort = {reasoning_effort!r}; expected one of {EFFORTS}")
     for i, m in enumerate(messages):
         if m.get("role") not in ROLES:
-            raise ValueError(f"messages[{i}].role = {m.get('role')!r}; expected one of {ROLES}")
+            raise UserError(f"messages[{i}].role = {m.get('role')!r}; expected one of {ROLES}")
     turns = _merge_user_turns(messages)
     keep_reasoning = not drop_thinking or any(m.get("tools") for m in turns)
     if thinking and not keep_reasoning:
@@ -184,7 +185,7 @@ def _render(m: dict, i: int, turns: list[dict], thinking: bool, keep_reasoning: 
         out = _with_tools(_text(m.get("content")), m)
     elif role == "developer":
         if not m.get("content"):
-            raise ValueError(f"a developer message needs content: {m}")
+            raise UserError(f"a developer message needs content: {m}")
         out = _with_tools(USER + _text(m["content"]), m)
     elif role == "user":
         out = USER + "\n\n".join(p[1] if p[0] == "text" else f"<tool_result>{p[2]}</tool_result>" for p in m["parts"])
@@ -209,7 +210,7 @@ def _render(m: dict, i: int, turns: list[dict], thinking: bool, keep_reasoning: 
     task = m.get("task")
     if task is not None:
         if task not in TASK_TOKENS:
-            raise ValueError(f"task = {task!r}; expected one of {sorted(TASK_TOKENS)}")
+            raise UserError(f"task = {task!r}; expected one of {sorted(TASK_TOKENS)}")
         if task == "action":
             out += ASSISTANT + (THINK if thinking else END_THINK) + TASK_TOKENS[task]
         else:

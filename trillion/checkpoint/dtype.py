@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+from ..errors import UserError
 
 NAMES = {
     "float32": torch.float32,
@@ -20,11 +25,11 @@ def as_dtype(dtype: torch.dtype | str | None, default: torch.dtype = torch.float
         return default
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
-            raise ValueError(f"compute dtype must be floating, got {dtype}")
+            raise UserError(f"compute dtype must be floating, got {dtype}")
         return dtype
     name = str(dtype).removeprefix("torch.")
     if name not in NAMES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(NAMES)}")
+        raise UserError(f"unknown dtype {dtype!r}; expected one of {sorted(NAMES)}")
     return NAMES[name]
 
 
@@ -39,4 +44,15 @@ def config_dtype(raw: dict) -> torch.dtype | None:
     try:
         return as_dtype(value) if value else None
     except ValueError:
+        return None
+
+
+def folder_dtype(src: str | Path) -> torch.dtype | None:
+    """The compute dtype a checkpoint folder's config.json records; None for a flavor or no record."""
+    config = Path(src) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return config_dtype(json.loads(config.read_text()))
+    except ValueError:  # unreadable: load_model names the file
         return None

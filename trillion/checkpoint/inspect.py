@@ -6,6 +6,7 @@ checkpoint takes seconds. Problems are reported, not raised, so a broken folder 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,8 @@ from .layouts import detect_layout
 from .load import fp8_block, read_config, without_absent_mtp
 from .official import is_quantized, weight_of_scale
 from .plan import make_plan
+from .quantized import is_release_config, quantized_plan, stored_scheme
+from .side_files import GENERATION_CONFIG, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, TOKENIZER_JSON
 
 
 def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -29,7 +32,9 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Keys: path, ok, layout, config (dims, layer kinds and ratios, experts), dtype, parameters
     (total / main / mtp, as the config implies), shards (file, bytes, tensors), total_bytes,
-    tensors, dtypes (tensor count by dtype), quantization, missing, unexpected, problems, errors.
+    tensors, dtypes (tensor count by dtype), quantization (scheme, quantised weights by format),
+    tokenizer (its files, checked as the engine and transformers read them), missing, unexpected,
+    problems, errors.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -72,7 +77,6 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         out["notes"] = [str(w.message) for w in caught]
         with torch.device("meta"):
             model = Transformer(cfg)
-        from ..quant.checkpoint import quantized_plan  # a checkpoint of ours that records a scheme
 
         plan = quantized_plan(tensors, cfg, raw or {}) or make_plan(tensors, model.state_dict(), fp8_block(raw))
         out["missing"] = plan.missing
@@ -83,6 +87,7 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         out["parameters"] = {"total": total, "main": total - mtp, "mtp": mtp}
     if cfg is not None:
         out["config"] = _config_summary(cfg)
+    out["tokenizer"] = _tokenizer(folder, raw or {}, out["errors"])
     out["ok"] = not (out["errors"] or out["missing"] or out["unexpected"] or out["problems"])
     return out
 
@@ -117,15 +122,111 @@ def _config_summary(cfg) -> dict[str, Any]:
 
 
 def _quantization(tensors: dict[str, TensorInfo], raw: dict) -> dict[str, Any]:
-    pairs = {n: tensors.get(weight_of_scale(n)) for n in tensors if n.endswith(".scale")}
-    quantized = [w for w in pairs.values() if w is not None and is_quantized(w.dtype)]
+    """The scheme (ours: from config.json; DeepSeek's release: "release") and the quantised weights
+    by format: a weight is quantised when its `.scale` is stored beside it."""
+
+    weights = [w for n in tensors if n.endswith(".scale") and (w := tensors.get(weight_of_scale(n)))]
+    try:
+        scheme = stored_scheme(raw)
+    except CheckpointError:  # reported with the config's other errors
+        scheme = None
+    if scheme is not None:
+        def fmt(w: TensorInfo) -> str:
+            return scheme.format_for(w.name.removesuffix(".weight")) or "?"
+        name = scheme.name
+    else:  # the release's storage, told by dtype: FP8 E4M3 blocks, or E2M1 codes packed in int8
+        def fmt(w: TensorInfo) -> str:
+            return "fp8" if w.dtype == torch.float8_e4m3fn else "mxfp4" if is_quantized(w.dtype) else "?"
+        name = "release" if is_release_config(raw) or any(is_quantized(w.dtype) for w in weights) else None
+    formats = Counter(fmt(w) for w in weights)
     return {
         "config": raw.get("quantization_config"),
         "expert_dtype": raw.get("expert_dtype"),
-        "fp8_weights": sum(t.dtype == torch.float8_e4m3fn for t in quantized),
-        "fp4_weights": sum(t.dtype != torch.float8_e4m3fn for t in quantized),
-        "scales": len(quantized),
+        "scheme": name,
+        "roles": {r: getattr(scheme, r) for r in ("dense", "experts", "head")} if scheme else None,
+        "act_quant": scheme.act_quant if scheme else None,
+        "formats": dict(sorted(formats.items())),
+        "weights": len(weights),
+        "scales": len(weights),
     }
+
+
+def _tokenizer(folder: Path, raw: dict, errors: list[str]) -> dict[str, Any] | None:
+    """What the tokenizer files say (None without a tokenizer.json); every problem, naming its file,
+    goes to `errors`: a folder whose tokenizer cannot be read does not serve text."""
+    from ..tokenizer import Tokenizer, TokenizerError
+
+    docs = {}
+    for name in (GENERATION_CONFIG, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG):
+        if (folder / name).is_file():
+            docs[name] = _json_object(folder / name, errors)
+    if not (folder / TOKENIZER_JSON).is_file():
+        return None
+    try:
+        tok = Tokenizer.from_file(folder)
+    except TokenizerError as e:
+        if str(e) not in errors:
+            errors.append(str(e))
+        return {"file": TOKENIZER_JSON, "ok": False}
+    vocab, bos = raw.get("vocab_size"), raw.get("bos_token_id")
+    if isinstance(vocab, int) and tok.vocab_size > vocab:
+        errors.append(f"{folder / TOKENIZER_JSON}: {tok.vocab_size} tokens, but config.json's vocab_size is {vocab}")
+    if tok.bos_token_id is not None and isinstance(bos, int) and tok.bos_token_id != bos:
+        errors.append(
+            f"{folder / TOKENIZER_CONFIG}: bos_token has id {tok.bos_token_id}, config.json's bos_token_id is {bos}"
+        )
+    return {
+        "file": TOKENIZER_JSON,
+        "ok": True,
+        "tokens": tok.vocab_size,
+        "bos_token_id": tok.bos_token_id if tok.bos_token_id is not None else bos,
+        "add_bos": tok.add_bos_token if tok.add_bos_token is not None else True,
+        "tokenizer_config": TOKENIZER_CONFIG in docs,
+        "chat_template": bool((docs.get(TOKENIZER_CONFIG) or {}).get("chat_template")),
+        "generation_config": GENERATION_CONFIG in docs,
+    }
+
+
+def _json_object(file: Path, errors: list[str]) -> dict | None:
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        errors.append(f"{file}: not valid JSON ({e})")
+        return None
+    if not isinstance(doc, dict):
+        errors.append(f"{file}: expected a JSON object, got {type(doc).__name__}")
+        return None
+    return doc
+
+
+def _format_tokenizer(t: dict[str, Any] | None) -> str:
+    if t is None:
+        return "none (prompts as token ids only)"
+    if not t["ok"]:
+        return f"{t['file']} cannot be read (below)"
+    bos = f"BOS {t['bos_token_id']} added to text prompts" if t["add_bos"] else "no BOS added to text prompts"
+    parts = [f"{t['file']}, {t['tokens']} tokens", bos]
+    parts.append("chat template" if t["chat_template"] else "no chat template (transformers cannot render chats)")
+    if not t["tokenizer_config"]:
+        parts.append("no tokenizer_config.json (transformers finds no BOS / EOS)")
+    parts.append("generation_config.json" if t["generation_config"] else "no generation_config.json")
+    return "; ".join(parts)
+
+
+def _format_quantization(q: dict[str, Any] | None) -> str:
+    if not q or not (q["weights"] or q["config"]):
+        return "none"
+    by_format = ", ".join(f"{n} {f}" for f, n in q["formats"].items()) or "none found"
+    counts = f"{q['weights']} quantised weights ({by_format}), {q['scales']} scales"
+    if q["scheme"] == "release":
+        qc = q["config"] or {}
+        blocks = f"{qc.get('fmt', '?')} / {qc.get('scale_fmt', '?')} scales, blocks {qc.get('weight_block_size', '?')}"
+        return f"DeepSeek's release storage ({blocks}; expert_dtype {q['expert_dtype']}): {counts}"
+    if q["scheme"]:
+        roles = ", ".join(f"{r} {f or 'float'}" for r, f in q["roles"].items())
+        act = ", activations fp8" if q["act_quant"] else ""
+        return f"scheme {q['scheme']} ({roles}{act}): {counts}"
+    return f"quantization_config {q['config']} names no scheme trillion reads: {counts}"
 
 
 def format_inspection(info: dict[str, Any]) -> str:
@@ -165,17 +266,8 @@ def format_inspection(info: dict[str, Any]) -> str:
     if info["dtypes"]:
         by_dtype = ", ".join(f"{n} {d}" for d, n in sorted(info["dtypes"].items(), key=lambda kv: -kv[1]))
         lines.append(f"tensors       {info['tensors']}: {by_dtype}")
-    q = info["quantization"]
-    if q and (q["scales"] or q["config"]):
-        qc = q["config"] or {}
-        detail = f"{qc.get('fmt', '?')} / {qc.get('scale_fmt', '?')} scales"
-        detail += f", blocks {qc.get('weight_block_size', '?')}"
-        lines.append(
-            f"quantization  {q['fp8_weights']} fp8 weights ({detail}), {q['fp4_weights']} fp4 weights "
-            f"(expert_dtype {q['expert_dtype']}), {q['scales']} scales"
-        )
-    else:
-        lines.append("quantization  none")
+    lines.append(f"quantization  {_format_quantization(info['quantization'])}")
+    lines.append(f"tokenizer     {_format_tokenizer(info.get('tokenizer'))}")
     for note in info.get("notes", []):
         lines.append(f"note          {note}")
     if info["ok"]:

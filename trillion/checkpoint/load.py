@@ -1,4 +1,5 @@
-"""`load_model`: a flavor name -> a seeded random model; a checkpoint folder -> the model it holds.
+"""`load_model`: a checkpoint folder (or a shipped model's name, `demo`) -> the model it holds; a flavor
+name -> a seeded random model.
 
 Steps for a folder:
   1. config.json -> ModelConfig; the file headers -> every stored tensor's name, dtype and shape.
@@ -25,11 +26,13 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..assets import DEFAULT_MODEL, SHIPPED, shipped_model
 from ..config import ConfigError, ModelConfig
 from ..flavors import FLAVORS
 from ..model import Transformer
 from ..model.dtypes import cast_model, param_dtype
 from ..model.init import init_weights
+from ..quant.swap import quantized_modules
 from .dtype import as_dtype
 from .errors import CheckpointError, listing
 from .header import TensorInfo
@@ -37,12 +40,13 @@ from .index import checkpoint_tensors, shard_files
 from .layouts import detect_layout, from_checkpoint_name
 from .official import FP8_BLOCK, dequantize
 from .plan import Entry, Plan, make_plan
+from .quantized import finish, kept_float, match_tensors, materialize, quantized_meta_model, stored_scheme
 
 PROGRESS_MIN_TENSORS = 1000
 
 
 def load_model(
-    path_or_flavor: str | Path | ModelConfig,
+    path_or_flavor: str | Path | ModelConfig = DEFAULT_MODEL,
     *,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
@@ -51,13 +55,15 @@ def load_model(
     progress: bool | None = None,
     quantize=None,
 ) -> Transformer:
-    """A Transformer in eval mode, from a checkpoint folder, a flavor name or a ModelConfig.
+    """A Transformer in eval mode, from a checkpoint folder, a shipped model's name, a flavor name or a
+    ModelConfig. With no argument: the demo model shipped in the package (`trillion.assets`).
 
     dtype: compute dtype (default float32); norms, mHC, sinks, compressor, router and head stay
     float32 (`trillion.model.dtypes`). device: where the weights go; "meta" builds the model
     without memory (a folder's names and shapes are still checked). seed: random init of a flavor.
     fake_quant: overrides the config's `fake_quant`. progress: a bar over tensors (None: only on a
-    terminal and for large checkpoints). An existing folder wins over a flavor of the same name.
+    terminal and for large checkpoints). An existing folder wins over a shipped model or a flavor of
+    the same name.
     quantize: None keeps what the checkpoint's config says (a scheme in its quantization_config
     loads quantised modules whose weights stay quantised in memory; docs/quantization.md); a scheme
     name or `trillion.quant.Scheme` gives the model in that scheme (a release checkpoint's FP8 / FP4
@@ -67,7 +73,7 @@ def load_model(
     if isinstance(path_or_flavor, ModelConfig):
         model = _random_model(_with_fake_quant(path_or_flavor, fake_quant), dtype, device, seed)
         return _finish_quantization(model, quantize)
-    path = Path(path_or_flavor)
+    path = shipped_model(path_or_flavor) or Path(path_or_flavor)
     if path.is_dir():
         return load_folder(
             path, dtype=dtype, device=device, fake_quant=fake_quant, progress=progress, quantize=quantize
@@ -78,17 +84,14 @@ def load_model(
         model = _random_model(_with_fake_quant(FLAVORS[str(path_or_flavor)], fake_quant), dtype, device, seed)
         return _finish_quantization(model, quantize)
     raise CheckpointError(
-        f"{path_or_flavor}: neither a checkpoint folder nor a flavor (flavors: {', '.join(FLAVORS)})"
+        f"{path_or_flavor}: neither a checkpoint folder nor a flavor (flavors: {', '.join(FLAVORS)}; "
+        f"shipped models: {', '.join(SHIPPED)})"
     )
 
 
 def _finish_quantization(model: Transformer, quantize) -> Transformer:
-    """Apply `quantize` (see load_model) to a model as loaded; trillion.quant builds on this package."""
-    if quantize is None:
-        return model
-    from ..quant.checkpoint import finish
-
-    return finish(model, quantize)
+    """Apply `quantize` (see load_model) to a model as loaded."""
+    return model if quantize is None else finish(model, quantize)
 
 
 def _with_fake_quant(cfg: ModelConfig, fake_quant: bool | None) -> ModelConfig:
@@ -153,60 +156,73 @@ def load_folder(
     cfg, raw = read_config(folder)
     tensors = checkpoint_tensors(folder)
     cfg = _with_fake_quant(without_absent_mtp(cfg, list(tensors), folder), fake_quant)
-    if "quantization_config" in raw:
-        # A quantised checkpoint whose config names its scheme loads with its weights kept quantised.
-        from ..quant.checkpoint import load_quantized, stored_scheme
-
-        scheme = stored_scheme(raw, quantize)
-        if scheme is not None:
-            model = load_quantized(
-                folder, cfg, scheme, dtype=dtype, device=device, progress=progress, tensors=tensors
-            )
-            return _finish_quantization(model, quantize)
-    with torch.device("meta"):
-        model = Transformer(cfg)
     block = fp8_block(raw)
-    plan = make_plan(tensors, model.state_dict(), block)
+    scheme = stored_scheme(raw, quantize) if "quantization_config" in raw else None
+    if scheme is not None:
+        # a quantised checkpoint whose config names its scheme loads with its weights kept quantised
+        try:
+            model = quantized_meta_model(cfg, scheme, dtype, kept_float(raw))
+        except ValueError as e:  # the scheme does not fit the config's shapes
+            raise CheckpointError(f"{folder}: {e}") from None
+        plan = match_tensors(tensors, model)
+    else:
+        with torch.device("meta"):
+            model = cast_model(Transformer(cfg), dtype)
+        plan = make_plan(tensors, model.state_dict(), block)
     if not plan.ok:
         raise plan.error(folder, shard_files(folder))
     device = torch.device(device or "cpu")
-    if device.type == "meta":
-        return _finish_quantization(cast_model(model, dtype).eval(), quantize)
-    _fill(model, plan, dtype, device, block, progress, folder)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # the plan covers every state_dict entry, so this is a bug, not a bad checkpoint
-        raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
+    if device.type != "meta":
+        fill(model, plan, dtype, device, block, progress, folder)
+        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left:  # the plan covers every state_dict entry, so this is a bug, not a bad checkpoint
+            raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
     return _finish_quantization(model.eval(), quantize)
 
 
-def _fill(model: nn.Module, plan: Plan, dtype, device, block, progress, folder: Path) -> None:
+def fill(model: nn.Module, plan: Plan, dtype, device, block, progress, folder: Path) -> None:
+    """Read every tensor of `plan` into the meta `model`, shard by shard: float tensors (FP8 / FP4
+    ones dequantised with their scale) cast to `param_dtype` and assigned; a quantised module's
+    codes and scales gathered and loaded as stored once all are read."""
     from tqdm.auto import tqdm
 
-    by_file: dict[Path, list[tuple[Entry, torch.dtype]]] = {}
+    owners = {f"{n}.{leaf}": (n, m) for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
+    by_file: dict[Path, list[tuple[Entry, torch.dtype | None]]] = {}
     for e in plan.entries:
-        target = model.get_parameter(e.ours) if _is_param(model, e.ours) else model.get_buffer(e.ours)
-        want = param_dtype(e.ours, dtype) if target.is_floating_point() else target.dtype
+        want = None  # stored as is (a quantised module's codes or scales)
+        if e.ours not in owners:
+            target = model.get_parameter(e.ours) if _is_param(model, e.ours) else model.get_buffer(e.ours)
+            want = param_dtype(e.ours, dtype) if target.is_floating_point() else target.dtype
         by_file.setdefault(e.stored.file, []).append((e, want))
     if progress is None:
         progress = sys.stderr.isatty() and len(plan.entries) >= PROGRESS_MIN_TENSORS
+    pending: dict[str, dict[str, torch.Tensor]] = {}
     bar = tqdm(total=len(plan.entries), desc=f"loading {folder.name}", unit="tensor", disable=not progress)
     with bar:
         for file, entries in by_file.items():
             # A shard whose tensors all load as stored is memory-mapped and kept so (copy-on-write,
             # paged in on use): the model costs no more than its own size. A shard with anything to
             # cast or dequantise is read with pread instead, so its source bytes never stay resident.
-            as_stored = device.type == "cpu" and all(
+            as_stored = device.type == "cpu" and not owners and all(
                 e.scale is None and e.stored.dtype == w for e, w in entries
             )
             with open_safetensors(file, backend="mmap" if as_stored else "pread") as f:
                 for e, want in entries:
                     t = read_tensor(f, e.stored)
-                    if e.scale is not None:
-                        t = dequantize(t, _read_scale(f, e), want, block)
-                    t = t.to(device=device, dtype=want)
-                    if e.ours.endswith("tid2eid"):
-                        _check_table(t, e.stored, model.cfg.n_routed_experts)
-                    _assign(model, e.ours, t)
+                    if want is None:
+                        mname, m = owners[e.ours]
+                        got = pending.setdefault(mname, {})
+                        got[e.ours.rsplit(".", 1)[1]] = t.to(device)
+                        if len(got) == len(m.stored_spec()):
+                            materialize(m, device)
+                            m.load_stored(pending.pop(mname))
+                    else:
+                        if e.scale is not None:
+                            t = dequantize(t, _read_scale(f, e), want, block)
+                        t = t.to(device=device, dtype=want)
+                        if e.ours.endswith("tid2eid"):
+                            _check_table(t, e.stored, model.cfg.n_routed_experts)
+                        _assign(model, e.ours, t)
                     bar.update()
 
 

@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from ..config import ceil_div
 from ..formats import dequantize_fp4_blocks, dequantize_fp8_blocks, quantize_fp4_blocks, quantize_fp8_blocks
 from .errors import CheckpointError
 from .layouts import official_storage
@@ -70,8 +71,9 @@ def stored_nbytes(name: str, shape: tuple[int, ...]) -> int:
     numel, kind = math.prod(shape), official_storage(name)
     if kind == "fp8":
         return numel + math.prod(fp8_scale_shape(shape))
-    if kind == "fp4":
-        return numel // 2 + numel // FP4_BLOCK
+    if kind == "fp4":  # two e2m1 codes a byte along the input, one e8m0 scale per FP4_BLOCK inputs
+        rows, k = math.prod(shape[:-1]), shape[-1]
+        return rows * ceil_div(k, 2) + rows * ceil_div(k, FP4_BLOCK)
     return numel * {"bf16": 2, "fp32": 4, "int64": 8}[kind]
 
 

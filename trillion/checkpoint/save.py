@@ -8,7 +8,9 @@
             release's `quantization_config` and `expert_dtype`.
 
 Shards are filled in state_dict order (a layer's tensors stay together) and built one at a time,
-so a save needs the model plus one shard of memory. The folder is written atomically (atomic.py).
+so a save needs the model plus one shard of memory. Beside them: generation_config.json and, with a
+tokenizer, tokenizer_config.json and special_tokens_map.json (side_files.py). The folder is written
+atomically, and only a checkpoint's own files are ever replaced in it (atomic.py).
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import UserError
 from ..model.dtypes import param_dtype
-from .atomic import atomic_folder
+from ..quant.swap import is_quantized
+from .atomic import SIDE_FILES, SIDE_FOLDERS, atomic_folder, normal_file_mode
 from .dtype import as_dtype, dtype_name
 from .errors import CheckpointError, listing
 from .index import INDEX, SINGLE, index_dict, shard_name
 from .layouts import DEEPSEEK, HF, LAYOUTS, to_checkpoint_name
 from .official import EXPERT_DTYPE, QUANTIZATION_CONFIG, check_encodable, encode_official, stored_nbytes
+from .side_files import TOKENIZER_JSON, write_side_files
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
-# Files a checkpoint folder carries besides weights and config, copied by `copy_files_from`.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
-SIDE_FOLDERS = ("encoding",)  # the release's chat-format code (encoding/encoding_dsv4.py)
 
 
 def save_model(
@@ -44,33 +46,46 @@ def save_model(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | str | None = None,
     copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `model` (a Transformer) to the folder `path`, replacing it atomically if it exists.
+    """Write `model` (a Transformer) to the folder `path`, atomically.
 
-    layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf only): store
-    floating tensors in this compute dtype (the float32 ones stay float32); None keeps each tensor's
-    own dtype. The deepseek layout fixes every tensor's storage, so it takes no dtype.
-    copy_files_from: a folder whose tokenizer files (and `encoding/`) are copied alongside.
+    layout: "hf" or "deepseek" (None: hf, or deepseek for a quantised model). dtype (hf, or a quantised
+    model's float tensors): store floating tensors in this compute dtype (the float32 ones stay
+    float32); None keeps each tensor's own dtype. The deepseek layout fixes every tensor's storage,
+    so it takes no dtype.
+    copy_files_from: a folder whose tokenizer files, generation_config.json and `encoding/` are copied
+    alongside, or a tokenizer.json file. Those of tokenizer_config.json, special_tokens_map.json and
+    generation_config.json that are not copied are written from the config (side_files.py), so that
+    transformers, vLLM and lm-eval find BOS / EOS, the chat template and generation defaults.
+    An existing folder holding a checkpoint we wrote has its checkpoint replaced; any other non-empty
+    folder is refused unless overwrite=True, and only a checkpoint's own files are ever replaced:
+    everything else in the folder is kept (atomic.py).
     A model quantised by `trillion.quant.quantize_model` is written as it is in memory (codes and
     scales under the release's names, its scheme in config.json; see docs/quantization.md).
     Returns the folder.
     """
-    from ..quant.swap import is_quantized  # trillion.quant builds on this package: import late
-
     if is_quantized(model):
-        if layout not in (None, DEEPSEEK) or dtype is not None:
-            raise ValueError(
+        if layout not in (None, DEEPSEEK):
+            raise UserError(
                 "a quantised model is saved as it is in memory, in the deepseek layout (codes and scales "
-                f"under the release's names); got layout={layout!r}, dtype={dtype!r}: pass neither"
+                f"under the release's names); got layout={layout!r}: pass layout=None"
             )
-        from ..quant.checkpoint import save_quantized
+        from .quantized import save_quantized  # it builds on this module
 
-        return save_quantized(model, path, max_shard_bytes=max_shard_bytes, copy_files_from=copy_files_from)
+        return save_quantized(
+            model,
+            path,
+            max_shard_bytes=max_shard_bytes,
+            dtype=as_dtype(dtype) if dtype is not None else None,
+            copy_files_from=copy_files_from,
+            overwrite=overwrite,
+        )
     layout = layout or HF
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
+        raise UserError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
     if layout == DEEPSEEK and dtype is not None:
-        raise ValueError("the deepseek layout fixes each tensor's storage; pass dtype=None")
+        raise UserError("the deepseek layout fixes each tensor's storage; pass dtype=None")
     dtype = as_dtype(dtype) if dtype is not None else None
     state = model.state_dict()
     if layout == HF:
@@ -96,6 +111,7 @@ def save_model(
         sizes=sizes,
         max_shard_bytes=max_shard_bytes,
         copy_files_from=copy_files_from,
+        overwrite=overwrite,
     )
 
 
@@ -108,22 +124,23 @@ def write_checkpoint(
     sizes: dict[str, int] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """The one checkpoint writer: the folder `path`, replaced atomically, holding `state` in shards.
+    """The one checkpoint writer: the folder `path`, written atomically, holding `state` in shards.
 
     encode(name, tensor) -> {checkpoint name: tensor as stored}; sizes: stored bytes per state name
     (default: as in memory), which split the shards in state order; then the index (when sharded),
-    config.json and the side files of `copy_files_from`.
+    config.json, the side files of `copy_files_from` and those it lacks (side_files.py). overwrite: as save_model's.
     """
     on_meta = [n for n, t in state.items() if t.is_meta]
     if on_meta:
         raise CheckpointError(f"cannot save a model whose tensors are on meta (no data): {listing(on_meta)}")
     if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        raise UserError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     if sizes is None:
         sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     shards = _split(list(sizes.items()), max_shard_bytes)
-    with atomic_folder(Path(path)) as tmp:
+    with atomic_folder(Path(path), overwrite=overwrite) as tmp:
         weight_map, total = {}, 0
         for i, names in enumerate(shards):
             file = SINGLE if len(shards) == 1 else shard_name(i + 1, len(shards))
@@ -139,6 +156,7 @@ def write_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if copy_files_from is not None:
             _copy_side_files(Path(copy_files_from), tmp)
+        write_side_files(tmp, config, final=Path(path))
     return Path(path)
 
 
@@ -167,16 +185,27 @@ def _split(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
 
 
 def _write_shard(file: Path, tensors: dict[str, torch.Tensor]) -> None:
+    write_safetensors(file, tensors)
+
+
+def write_safetensors(file: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file whose permissions follow the umask like any new file (safetensors itself
+    creates it 0600, so others could not read a model they were given)."""
     # safetensors refuses tensors that share memory: a view into a larger tensor (the engine's
-    # stacked expert weights, trillion.engine.decode.stack_experts) is written from its own copy
+    # stacked expert weights, trillion.engine.experts.stack_experts) is written from its own copy
     owned = {
         k: t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
         for k, t in tensors.items()
     }
+    file = Path(file)
     save_file(owned, str(file), metadata={"format": "pt"})
+    file.chmod(normal_file_mode(file.parent))
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:
+    if src.is_file():  # a tokenizer.json of its own (a training run's)
+        shutil.copy2(src, dst / TOKENIZER_JSON)
+        return
     if not src.is_dir():
         return
     for name in SIDE_FILES:

@@ -1,22 +1,74 @@
-"""Arguments shared by the commands that run a model."""
+"""What the commands share: help that shows defaults, checked numbers, engine options, the default
+model, reading text people give, and a Ctrl-C that waits for the end of an engine step."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import UserError
+
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, unless the help already speaks of its default or
+    there is nothing to show (no default, a flag that is off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        nothing = d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d)
+        if nothing or "default" in text or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def at_least(lo: int):
+    """An argparse type: an integer >= lo, else the usual one-line usage error naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = at_least(1), at_least(0)
+
+
+def add_threads_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core)")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="compute dtype")
-    g.add_argument("--max-seqs", type=int, default=8, help="sequences decoded together")
-    g.add_argument("--max-model-len", type=int, default=None, help="prompt + new tokens limit")
-    g.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens per prefill step")
+    g.add_argument("--max-seqs", "--max-num-seqs", dest="max_seqs", type=positive_int, default=8,
+                   help="sequences decoded together (--max-num-seqs: vLLM's name)")
+    g.add_argument("--max-model-len", type=positive_int, default=None,
+                   help="prompt + new tokens limit (default: the model's context)")
+    g.add_argument("--prefill-chunk", type=positive_int, default=512, help="prompt tokens per prefill step")
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
-    g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--num-draft-tokens", type=positive_int, default=1, help="draft tokens per speculative step")
+    add_threads_arg(g)
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step and prefill stages (faster after a one-time "
                         "compilation of 1-4 minutes; cached on disk)")
@@ -25,22 +77,63 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 def engine_kwargs(args: argparse.Namespace) -> dict:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     args.torch_dtype = getattr(torch, DTYPES[args.dtype])
     return {"max_seqs": args.max_seqs, "max_model_len": args.max_model_len, "prefill_chunk": args.prefill_chunk,
-                "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens, "compile": args.compile}
+            "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens, "compile": args.compile}
 
 
 def resolve_model(model: str | None) -> str:
-    """A checkpoint folder or flavor; None means the demo model shipped with the package."""
-    if model:
-        return model
+    """A checkpoint folder or flavor as given; a shipped model's name (None: `demo`) -> its folder."""
+    from ..assets import DEFAULT_MODEL, shipped_model
+
+    return str(shipped_model(model or DEFAULT_MODEL) or model)
+
+
+def check_text(text: str, source: str) -> str:
+    """`text` if it is valid Unicode; else a UserError naming `source` and the bytes that are not UTF-8.
+
+    Python hands undecodable bytes of argv (and of stdin read with errors="surrogateescape") over as
+    lone surrogates, which the tokenizer refuses with a bare TypeError."""
     try:
-        from ..assets import demo_path
-    except ImportError:
-        demo_path = None
-    path = demo_path() if demo_path else None
-    if path is None or not Path(path).exists():
-        raise FileNotFoundError("no --model given and the shipped demo model is not installed")
-    return str(path)
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        at = len(text[: e.start].encode("utf-8"))
+        try:
+            bad = text[e.start : e.end].encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            bad = text[e.start : e.end].encode("utf-8", "surrogatepass")
+        shown = " ".join(f"0x{b:02x}" for b in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        raise UserError(f"{source} is not valid UTF-8: byte {at} is {shown}; give UTF-8 text") from None
+    return text
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of a file, or of stdin for "-", checked as `check_text` does."""
+    if path == "-":
+        data, source = sys.stdin.buffer.read(), "stdin"
+    else:
+        data, source = Path(path).read_bytes(), path
+    return check_text(data.decode("utf-8", "surrogateescape"), source)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[list[bool]]:
+    """While inside, the first Ctrl-C only sets `flag[0]`, so the caller stops between two engine steps
+    and the engine stays consistent; a second Ctrl-C raises KeyboardInterrupt as usual. Outside the
+    main thread (where Python takes no signals) the flag never changes."""
+    flag = [False]
+
+    def handler(signum, frame):
+        flag[0] = True
+        signal.signal(signal.SIGINT, previous)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

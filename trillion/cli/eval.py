@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import DTYPES, add_threads_arg, positive_int, resolve_model, set_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -19,35 +21,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "held-out fraction, sequence length) and report the mean next-token cross-entropy and its "
         "perplexity over every held-out token. Deterministic.",
     )
-    p.add_argument("--model", default=None, help="a model folder (default: the shipped demo model)")
+    p.add_argument("--model", default="demo", help="a model folder, or a shipped model")
     p.add_argument(
         "--data", nargs="+", default=None, metavar="PATH_OR_stdlib", help="override the data sources"
     )
     p.add_argument("--heldout", type=float, default=None, help="override the held-out fraction")
     p.add_argument("--seq-len", type=int, default=None, help="override the sequence length")
-    p.add_argument("--batch", type=int, default=None, help="sequences per forward")
-    p.add_argument("--max-docs", type=int, default=None, help="override the document limit")
-    p.add_argument("--max-batches", type=int, default=None, help="evaluate only this many batches")
-    p.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype (default float32)"
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="sequences per forward (default: the model's training.json, else 8)")
+    p.add_argument("--max-docs", type=positive_int, default=None, help="override the document limit")
+    p.add_argument("--max-batches", type=positive_int, default=None, help="evaluate only this many batches")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype")
+    add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..train import evaluate_folder
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = args.model
-    if model is None:
-        from ..assets import demo_path
-
-        model = demo_path()
+    set_threads(args.threads)
+    model = resolve_model(args.model)
     r = evaluate_folder(
         model,
         data=args.data,
@@ -56,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         max_docs=args.max_docs,
         max_batches=args.max_batches,
-        dtype=args.dtype,
+        dtype=DTYPES[args.dtype],
     )
     if args.json:
         print(json.dumps({"model": str(model), **r}))

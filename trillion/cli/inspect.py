@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..checkpoint import format_inspection, inspect_checkpoint
+from .common import resolve_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,12 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "layout, config, shards, tensor dtypes, quantization, parameter count, and any tensor the config "
         "implies but the files lack (or the reverse). Exit status 1 when it would not load.",
     )
-    p.add_argument("path", help="checkpoint folder (config.json + *.safetensors)")
+    p.add_argument("path", help="checkpoint folder (config.json + *.safetensors), or a shipped model (demo)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    info = inspect_checkpoint(args.path)
+    info = inspect_checkpoint(resolve_model(args.path))
     print(json.dumps(info, indent=2) if args.json else format_inspection(info))
     return 0 if info["ok"] else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserError
 from ..flavors import FLAVORS
 from ..kvcost import (
     GROUPS,
@@ -35,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "MLA + DSA) at the same N. Formulas: docs/kv.md.",
     )
     p.add_argument("model", metavar="FLAVOR_OR_PATH",
-                   help=f"a flavor ({', '.join(FLAVORS)}) or a checkpoint folder holding config.json "
-                   "(or the config.json itself)")
+                   help=f"a flavor ({', '.join(FLAVORS)}), a shipped model (demo), a checkpoint folder "
+                   "holding config.json, or the config.json itself")
     p.add_argument("--context", "-n", required=True, type=_tokens, metavar="N",
                    help="tokens of context: 4096, 128K, 1M (K = 1024, M = 1024^2)")
     p.add_argument("--batch", "-b", type=int, default=1, metavar="B",
@@ -54,7 +55,7 @@ def _tokens(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
-        raise ValueError(f"--batch {args.batch}: need at least one sequence")
+        raise UserError(f"--batch {args.batch}: need at least one sequence")
     cost = kv_cost(resolve_config(args.model), args.context).scaled(args.batch)
     if args.json:
         print(json.dumps({**cost.to_dict(), "batch": args.batch}, indent=2))

@@ -9,7 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..assets import SHIPPED, shipped_model
 from ..config import ModelConfig
+from ..errors import UnknownName
 from ..flavors import FLAVORS, get_flavor
 from ..params import COMPONENT_LABELS, COMPONENTS, ParamReport, count_params, format_bytes, format_count
 
@@ -23,17 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "release's dtypes and at bf16. Conventions: docs/params.md.",
     )
     p.add_argument("model", metavar="FLAVOR_OR_PATH",
-                   help=f"a flavor ({', '.join(FLAVORS)}) or a checkpoint folder holding config.json "
-                   "(or the config.json itself)")
+                   help=f"a flavor ({', '.join(FLAVORS)}), a shipped model (demo), a checkpoint folder "
+                   "holding config.json, or the config.json itself")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
 
 def resolve_config(spec: str) -> ModelConfig:
-    """A flavor name, a folder with config.json, or a config.json file -> ModelConfig."""
+    """A flavor name, a folder with config.json, a config.json file, or a shipped model's name -> ModelConfig."""
     if spec in FLAVORS:
         return get_flavor(spec)
-    path = Path(spec)
+    path = shipped_model(spec) or Path(spec)
     if path.is_dir():
         path = path / "config.json"
         if not path.is_file():
@@ -41,7 +43,10 @@ def resolve_config(spec: str) -> ModelConfig:
         return ModelConfig.from_file(path)
     if path.is_file():
         return ModelConfig.from_file(path)
-    raise KeyError(f"{spec!r} is neither a flavor ({', '.join(FLAVORS)}) nor a folder with config.json")
+    raise UnknownName(
+        f"{spec!r} is neither a flavor ({', '.join(FLAVORS)}), a shipped model ({', '.join(SHIPPED)}) "
+        "nor a folder with config.json"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

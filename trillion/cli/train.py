@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..flavors import FLAVORS
+from .common import non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--flavor",
         default=d.flavor,
-        help=f"a flavor ({', '.join(FLAVORS)}) or a config.json path (default: {d.flavor})",
+        help=f"a flavor ({', '.join(FLAVORS)}), a shipped model (demo: its recipe) or a config.json path",
     )
     p.add_argument(
         "--data",
@@ -36,20 +37,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH_OR_stdlib",
         help="text files or folders, or 'stdlib' (this Python's standard library sources)",
     )
-    p.add_argument("--out", required=True, help="the run folder (created; --resume continues it)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    p.add_argument("--out", required=True,
+                   help="the run folder (created; --resume continues it, --resume --steps N extends it)")
+    p.add_argument("--steps", type=positive_int, default=d.steps,
+                   help="optimizer steps; with --resume, more than the run had extends it (see --decay-steps)")
     p.add_argument(
-        "--seq-len", type=int, default=d.seq_len, help=f"tokens per sequence (default {d.seq_len})"
+        "--seq-len", type=int, default=d.seq_len, help="tokens per sequence"
     )
-    p.add_argument("--batch", type=int, default=d.batch, help=f"sequences per step (default {d.batch})")
+    p.add_argument("--batch", type=int, default=d.batch, help="sequences per step")
     p.add_argument(
-        "--lr", type=float, default=d.lr, help=f"peak learning rate, Muon and AdamW (default {d.lr})"
+        "--lr", type=float, default=d.lr, help="peak learning rate, Muon and AdamW"
     )
     p.add_argument(
         "--min-lr-ratio", type=float, default=d.min_lr_ratio, help="cosine floor as a fraction of --lr"
     )
-    p.add_argument("--warmup", type=int, default=d.warmup, help=f"warm-up steps (default {d.warmup})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=non_negative_int, default=d.warmup, help="warm-up steps")
+    p.add_argument(
+        "--decay-steps", type=positive_int, default=None,
+        help="the cosine reaches its floor at this step, later steps hold it (default: --steps; a run "
+        "extended by --resume --steps keeps its own)",
+    )
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW and Muon weight decay")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip")
     p.add_argument(
         "--vocab-size", type=int, default=None, help="tokenizer and model vocabulary (default: the flavor's)"
@@ -67,14 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--activation-checkpointing", action="store_true", help="recompute block activations in backward"
     )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the data order")
+    p.add_argument("--log-every", type=positive_int, default=d.log_every, help="steps per metrics line")
     p.add_argument(
         "--eval-every", type=int, default=d.eval_every, help="held-out evaluation period (0: end only)"
     )
     p.add_argument("--eval-batches", type=int, default=d.eval_batches, help="batches per periodic evaluation")
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep")
+    p.add_argument("--save-every", type=positive_int, default=d.save_every, help="steps per checkpoint")
+    p.add_argument("--keep", type=positive_int, default=d.keep, help="checkpoints to keep")
     p.add_argument(
         "--stop-after",
         type=int,
@@ -82,7 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop this invocation after N steps (the schedule still spans --steps); continue with --resume",
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (resume with the same for exact losses)"
+        "--threads", type=positive_int, default=None,
+        help="torch CPU threads (default: torch's choice; resume with the same for exact losses)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         min_lr_ratio=args.min_lr_ratio,
         warmup=args.warmup,
+        decay_steps=args.decay_steps,
         weight_decay=args.weight_decay,
         clip=args.clip,
         mtp_weight=args.mtp_weight,

@@ -1,127 +1,184 @@
-"""Incremental forward passes over V4's state: prefill chunks, decode steps, speculative checks.
+"""One forward step of V4 over its per-sequence state: T >= 1 new tokens for each of B sequences.
 
-`ModelRunner.forward(ids [B, T], seqs)` runs T new tokens of each of B sequences, each sequence at
-its own position, through the model, reading and extending each sequence's state in the pool. It
-is the model's full-sequence forward (`trillion.model`) cut at arbitrary points, built from the
-same module pieces (`Attention.queries/keys/output`, `Compressor.project/pool/finish`,
-`Indexer.queries/scores`, `select_topk`), so every path computes the same function; tests check
-every step against the full forward.
+Decoding is T = 1, chunked prefill T > 1, a speculative check T = 1 + drafts: one algorithm,
+written once here, against the model's full-sequence forward (`trillion.model`), which it is
+tested against. The step is built from the model's own pieces (`Attention.queries/keys/output`,
+`Compressor.project/pool/finish`, `Indexer.queries/scores`, `select_topk`, `attend`); what it
+adds is the state. Per block:
 
-Per layer and step:
-1. q, window KV and (CSA/HCA) compressor projections of the new tokens;
-2. the compressor folds the new projections into each sequence's partial block and emits an
-   entry for every block completed, into the sequence's pages;
-3. CSA: the indexer scores all of the sequence's index keys and picks the top-k visible entries
-   per query (`select_topk`, ties to the lower index); HCA: every complete entry is visible;
-4. attention over [window ring | the new tokens] and the compressed entries, with the sink;
-5. the new KV vectors go into the window ring.
+1. stateless work in: mHC, norm, q, the window KV vector, compressor projections, index queries;
+2. window: the ring (the last Wr positions before the step) and the new tokens, masked to each
+   query's last `window_size` positions;
+3. compressors: the new tokens' projections join the ring; every block they complete is pooled
+   over its window (its tokens, with overlap also the block before) and written to the pages;
+4. entries: HCA sees every complete entry; CSA's indexer scores the sequence's index keys and
+   picks the top-k visible ones per query (ties to the lower index);
+5. `attend` with the sink; the new KV vectors enter the window ring;
+6. stateless work out: output projection, mHC, router, shared expert; the routed experts through
+   the strategy the runner was given (`trillion.engine.experts`); mHC back into the streams.
 
-Shapes: B sequences, T new tokens each, H heads, K head dim, Wr ring size, C entries, k top-k.
+Every shape depends only on B, T and the page-table width, and nothing branches on data, so the
+same code runs eagerly or as one `torch.compile` graph (`compile=True`: a graph per stack for
+steps of up to GRAPH_TOKENS tokens: decoding and speculative checks; prefill compiles the
+stateless stages and the attention, with dynamic shapes).
+
+Shapes: B sequences, T new tokens each, H heads, K head dim, Wr window ring, Rc compressor ring,
+C entries a page table addresses, n entries pooled per sequence in a step, k top-k.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
+from ..config import ceil_div
 from ..model import Transformer
-from ..model.attention import Attention
+from ..model.attention import QUERY_CHUNK, Attention, attend
 from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.indexer import select_topk
 from ..model.mhc import hc_post
 from .compiling import compile_fn
+from .experts import Grouped
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
-QUERY_CHUNK = 256  # bounds the gathered CSA keys of a long prefill chunk at chunk * k * K
+GRAPH_TOKENS = 8  # with compile=True, steps of at most this many tokens per sequence run as one graph
 
 
 @dataclass
 class Step:
-    """Where each sequence is: positions [B, T] of the new tokens of one stack."""
+    """Where B sequences are in one stack: everything a step needs, as tensors and static ints."""
 
-    seqs: list[SeqState]
-    stack: str
-    start: torch.Tensor  # [B]
-    positions: torch.Tensor  # [B, T]
-
-    @classmethod
-    def make(cls, seqs: list[SeqState], stack: str, t: int, device) -> Step:
-        start = torch.tensor([s.lengths[stack] for s in seqs], dtype=torch.long, device=device)
-        return cls(seqs, stack, start, start[:, None] + torch.arange(t, device=device))
-
-    @property
-    def slots(self) -> torch.Tensor:
-        return torch.tensor([s.slot for s in self.seqs], dtype=torch.long, device=self.start.device)
+    positions: torch.Tensor  # [B, T] of the new tokens
+    slots: torch.Tensor  # [B]
+    rows: dict[int, torch.Tensor]  # ratio -> [B, C] flat pool rows of entries 0, 1, ... (padded)
+    new: dict[int, int]  # ratio -> entries to pool per sequence (a bound; extra ones are masked)
 
 
-def attend_split(
-    q: torch.Tensor,
-    shared: torch.Tensor,
-    shared_visible: torch.Tensor,
-    picked: torch.Tensor | None,
-    picked_visible: torch.Tensor | None,
-    sink: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    """Softmax attention over keys every query shares plus keys picked per query; K = V.
+def make_step(pool: StatePool, seqs: list[SeqState], stack: str, t: int, *, static: bool,
+              max_model_len: int, device) -> Step:
+    """Host side of a step: reserve the pages, build the tensors.
 
-    q [B, T, H, K]; shared [B, L, K] with shared_visible [B, T, L]; picked [B, T, k, K] with
-    picked_visible [B, T, k] (or None); sink [H] joins the denominator only. -> [B, T, H, K].
-    """
-    qf = q.float()
-    logits = torch.einsum("bthk,blk->bhtl", qf, shared.float()) * scale
-    logits = logits.masked_fill(~shared_visible.unsqueeze(1), float("-inf"))
-    parts = [logits]
-    if picked is not None:
-        lp = torch.einsum("bthk,btjk->bhtj", qf, picked.float()) * scale
-        parts.append(lp.masked_fill(~picked_visible.unsqueeze(1), float("-inf")))
-    b, h, t = logits.shape[:3]
-    parts.append(sink.float().view(1, h, 1, 1).expand(b, h, t, 1))
-    probs = torch.cat(parts, dim=-1).softmax(dim=-1)
-    L = shared.shape[1]
-    out = torch.einsum("bhtl,blk->bthk", probs[..., :L], shared.float())
-    if picked is not None:
-        out = out + torch.einsum("bhtj,btjk->bthk", probs[..., L:-1], picked.float())
-    return out.to(q.dtype)
+    static: shapes that depend only on (B, T) and the longest sequence's page count rounded up to
+    a power of two (few distinct graphs for torch.compile); otherwise exact."""
+    lengths = [s.lengths[stack] for s in seqs]
+    for s, n in zip(seqs, lengths):
+        pool.ensure_pages(s, stack, n + t)
+    start = torch.tensor(lengths, dtype=torch.long)
+    rows, new = {}, {}
+    for g in pool.groups:
+        if g[0] != stack:
+            continue
+        r = g[1]
+        need = max(len(s.pages[g]) for s in seqs)
+        if static:  # a power of two, at most what max_model_len needs, at least what is held
+            cap = ceil_div(max_model_len // r, pool.page_size)
+            width = max(need, min(cap, 1 << (max(need, 2) - 1).bit_length()), 1)
+            new[r] = (r - 1 + t) // r
+        else:
+            width = max(need, 1)
+            new[r] = max((n + t) // r - n // r for n in lengths)
+        rows[r] = pool.page_rows(seqs, g, width).to(device)
+    positions = (start[:, None] + torch.arange(t)).to(device)
+    slots = torch.tensor([s.slot for s in seqs], dtype=torch.long, device=device)
+    return Step(positions, slots, rows, new)
 
 
-def compress_append(
-    comp: Compressor, state_kv: torch.Tensor, state_score: torch.Tensor, start: int, kv: torch.Tensor,
-    score: torch.Tensor, dtype: torch.dtype,
-) -> tuple[torch.Tensor | None, int]:
-    """Fold T new tokens into one sequence's partial block; returns (new entries [n, d], first index).
+# ---------------------------------------------------------------------------------- the state algorithm
 
-    state_kv/state_score: this sequence's slot rows [c*r, c*w], updated in place. Slots [r:2r]
-    (overlap) or [0:r] hold the current block's tokens; with overlap, [0:r] the last complete block.
-    kv/score [T, c*w] are the new tokens' projections (score without ape).
-    """
-    r = comp.ratio
-    t = kv.shape[0]
-    off = r if comp.overlap else 0
-    q0 = start % r  # tokens already in the current block
-    block0 = start - q0  # first position of the current block
-    phase = (torch.arange(t, device=kv.device) + start) % r
-    score = score + comp.ape[phase]
-    kv_all = torch.cat((state_kv[off : off + q0], kv))
-    sc_all = torch.cat((state_score[off : off + q0], score))
-    n = (q0 + t) // r
-    entries = None
+
+def fold(comp: Compressor, ring_kv: torch.Tensor, ring_score: torch.Tensor, pages: torch.Tensor,
+         proj: tuple[torch.Tensor, torch.Tensor], step: Step, n: int, dtype: torch.dtype) -> None:
+    """Fold the new tokens into the compressor: pool every block they complete into its entry.
+
+    proj: the new tokens' (kv, score) [B, T, c*w] (score without ape); ring_kv / ring_score
+    [S, Rc, c*w]: the projections of each slot's last Rc positions; pages [n_pages, P, w]. n: how
+    many entries to pool per sequence (at least the most any sequence completes)."""
+    kv, score = proj
+    r, pos, slots = comp.ratio, step.positions, step.slots
+    t, rc = pos.shape[1], ring_kv.shape[1]
+    span = (2 if comp.overlap else 1) * r  # tokens in one entry's window
+    score = score + comp.ape[pos % r]
+    start = pos[:, 0]
     if n:
-        bkv = kv_all[: n * r].view(1, n, r, -1)
-        bsc = sc_all[: n * r].view(1, n, r, -1)
-        prev_kv = prev_sc = None
-        if comp.overlap and block0 >= r:  # the block before exists: pool its first-half channels
-            prev_kv, prev_sc = state_kv[None, :r], state_score[None, :r]
-        entries = comp.finish(comp.pool(bkv, bsc, prev_kv, prev_sc), block0 // r, dtype)[0]
-        if comp.overlap:
-            state_kv[:r] = bkv[0, -1]
-            state_score[:r] = bsc[0, -1]
-    rem = q0 + t - n * r
-    state_kv[off : off + rem] = kv_all[n * r :]
-    state_score[off : off + rem] = sc_all[n * r :]
-    return entries, block0 // r
+        # the positions before the step that a window may reach come from the ring (none before 0),
+        # then the new tokens: source row i holds position start - span + i
+        back = start[:, None] - span + torch.arange(span, device=pos.device)  # [B, span]
+        old = (slots[:, None], back % rc)
+        src_kv = torch.cat((ring_kv[old], kv), dim=1)  # [B, span + T, c*w]
+        src_sc = torch.cat((ring_score[old].masked_fill((back < 0)[..., None], float("-inf")), score), dim=1)
+        entry = start[:, None] // r + torch.arange(n, device=pos.device)  # [B, n] entries to pool
+        window = (entry + 1)[:, :, None] * r - span + torch.arange(span, device=pos.device)  # positions
+        src = (window - start[:, None, None] + span).clamp(max=span + t - 1).flatten(1)  # [B, n * span]
+        win_kv = src_kv.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
+        win_sc = src_sc.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
+        entries = comp.finish(comp.pool(win_kv, win_sc), entry[:, :1], dtype)  # [B, n, w]
+        # write the complete ones; the rest (blocks still open) go to the scratch row, masked
+        rows = step.rows[r]
+        done = entry < ((start + t) // r)[:, None]
+        dst = torch.where(done, rows.gather(1, entry.clamp(max=rows.shape[1] - 1)), 0)
+        flat = pages.view(-1, pages.shape[-1])
+        flat.index_put_((dst.flatten(),), entries.flatten(0, 1).to(flat.dtype))
+    keep = min(t, rc)  # only the last Rc positions stay in the ring
+    at = (slots[:, None], pos[:, t - keep :] % rc)
+    ring_kv[at] = kv[:, t - keep :]
+    ring_score[at] = score[:, t - keep :]
+
+
+def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, step: Step, attend_fn) -> torch.Tensor:
+    """Attention of the new tokens against the state of one layer -> heads' outputs [B, T, H, K].
+
+    h [B, T, D] (normed block input), q [B, T, H, K], kv [B, T, K]; proj / iproj the compressor's
+    and the indexer compressor's projections; iq, iw the index queries and head weights."""
+    pos, slots = step.positions, step.slots
+    t = pos.shape[1]
+    wr, w = st.ring.shape[1], attn.cfg.window_size
+    # window: the ring (positions before the step; ring slot = position mod Wr), then the step
+    last = pos[:, :1] - 1
+    ring_pos = last - torch.remainder(last - torch.arange(wr, device=pos.device), wr)  # [B, Wr]
+    kpos = torch.cat((ring_pos, pos), dim=1)[:, None, :]  # [B, 1, Wr + T]
+    qpos = pos[:, :, None]  # [B, T, 1]
+    keys = torch.cat((st.ring[slots], kv), dim=1)  # [B, Wr + T, K]
+    visible = (kpos >= 0) & (kpos <= qpos) & (kpos > qpos - w)  # [B, T, Wr + T]
+
+    picked = picked_visible = None
+    if attn.compressor is not None:
+        r = attn.ratio
+        fold(attn.compressor, st.comp_kv, st.comp_score, st.entries, proj, step, step.new[r], h.dtype)
+        rows = step.rows[r]  # [B, C]
+        ready = torch.arange(rows.shape[1], device=pos.device) < (qpos + 1) // r  # [B, T, C]: complete
+        entries = st.entries.view(-1, st.entries.shape[-1])
+        ix = attn.indexer
+        if ix is not None:
+            fold(ix.compressor, st.idx_kv, st.idx_score, st.idx_keys, iproj, step, step.new[r], h.dtype)
+        if ix is None or rows.shape[1] <= ix.topk:
+            # HCA: every complete entry. CSA with no more entries than top-k: the indexer would
+            # pick every visible one, so they are attended like HCA's (same keys, no gather)
+            keys = torch.cat((keys, entries[rows]), dim=1)
+            visible = torch.cat((visible, ready), dim=-1)
+        else:
+            index_keys = st.idx_keys.view(-1, st.idx_keys.shape[-1])[rows]  # [B, C, d]
+            top = select_topk(ix.scores(h, iq, index_keys, iw), ready, ix.topk)  # [B, T, k]
+            picked_visible = top >= 0
+            picked = entries[rows.gather(1, top.clamp(min=0).flatten(1)).view(top.shape)]  # [B, T, k, K]
+
+    if picked is None or t <= QUERY_CHUNK:
+        out = attend_fn(q, keys, visible, attn.attn_sink, attn.scale, picked, picked_visible)
+    else:  # bound the picked keys' logits of a long chunk
+        out = torch.cat([
+            attend_fn(q[:, s : s + QUERY_CHUNK], keys, visible[:, s : s + QUERY_CHUNK], attn.attn_sink, attn.scale,
+                      picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK])
+            for s in range(0, t, QUERY_CHUNK)
+        ], dim=1)
+
+    keep = min(t, wr)  # the new KV vectors enter the ring (only the last Wr of a long chunk survive)
+    st.ring[slots[:, None], torch.remainder(pos[:, t - keep :], wr)] = kv[:, t - keep :].to(st.ring.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------- blocks and stacks
 
 
 def stage_in(blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -144,12 +201,12 @@ def stage_in(blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
 
 def stage_out(blk: Block, out, x, post, comb, cos, sin, ids):
     """Stateless work after attention: output projection, mHC out and in again, the router and the
-    shared expert. -> (x, h, post, comb, weights, indices, shared)."""
+    shared expert. -> (x, h [B*T, D], post, comb, weights, indices, shared)."""
     x = hc_post(blk.attn.output(out, cos, sin), x, post, comb)
     h, post, comb = blk.hc_pre(x, "ffn")
-    h = blk.ffn_norm(h)
-    weights, indices = blk.ffn.gate(h.flatten(0, 1), ids.flatten())
-    shared = blk.ffn.shared_experts(h.flatten(0, 1)).float() if blk.ffn.shared_experts is not None else None
+    h = blk.ffn_norm(h).flatten(0, 1)
+    weights, indices = blk.ffn.gate(h, ids.flatten())
+    shared = blk.ffn.shared_experts(h).float() if blk.ffn.shared_experts is not None else None
     return x, h, post, comb, weights, indices, shared
 
 
@@ -159,195 +216,113 @@ def stage_merge(routed, shared, x, post, comb):
     return hc_post(y.to(x.dtype).view(*x.shape[:2], -1), x, post, comb)
 
 
+PLAIN = SimpleNamespace(stage_in=stage_in, attend=attend, stage_out=stage_out, stage_merge=stage_merge)
+
+
+def run_block(blk: Block, x, ids, step: Step, st: LayerState, layer: int, experts, fns=PLAIN) -> torch.Tensor:
+    """One block, T new tokens per sequence: x [B, T, N, D] -> [B, T, N, D]. `layer` indexes main
+    layers, then MTP blocks (the pool's order)."""
+    cos, sin = blk.attn.rope(step.positions)  # [B, T, R/2]
+    h, post, comb, q, kv, proj, iproj, iq, iw = fns.stage_in(blk, x, cos, sin)
+    out = attention(blk.attn, st, h, q, kv, proj, iproj, iq, iw, step, fns.attend)
+    x, h, post, comb, weights, indices, shared = fns.stage_out(blk, out, x, post, comb, cos, sin, ids)
+    return fns.stage_merge(experts(layer, blk.ffn, h, weights, indices), shared, x, post, comb)
+
+
+def main_stack(model: Transformer, ids, step: Step, layers: list[LayerState], experts, fns=PLAIN):
+    """ids [B, T] through every main block -> the final streams [B, T, N, D]."""
+    x = model.streams(ids)
+    for i, blk in enumerate(model.layers):
+        x = run_block(blk, x, ids, step, layers[i], i, experts, fns)
+    return x
+
+
+def mtp_stack(model: Transformer, depth: int, hidden, next_ids, step: Step, st: LayerState, experts, fns=PLAIN):
+    """MTP block `depth`: hidden [B, T, N, D] (main streams at t), next_ids [B, T] (token t + 1)
+    -> (logits for token t + 2 [B, T, V], the block's output streams)."""
+    blk = model.mtp[depth]
+    x = blk.combine(hidden, model.embed(next_ids).to(hidden.dtype))
+    x = run_block(blk, x, next_ids, step, st, model.cfg.n_layers + depth, experts, fns)
+    return model.logits(x, blk.hc_head_fn, blk.hc_head_scale, blk.hc_head_base, blk.norm), x
+
+
+def main_graph(model: Transformer, ids, step: Step, layers: list[LayerState], experts):
+    """A short step as one graph: every main block and the head. -> (logits [B, T, V], streams)."""
+    x = main_stack(model, ids, step, layers, experts)
+    return model.logits(x), x
+
+
 class ModelRunner:
-    """Runs a `Transformer` incrementally against a `StatePool`."""
+    """Runs a `Transformer` incrementally against a `StatePool`.
 
-    def __init__(self, model: Transformer, pool: StatePool, *, compile: bool = False):
+    experts: the routed-expert strategy (`trillion.engine.experts`; default `Grouped`).
+    compile: steps of up to GRAPH_TOKENS tokens run as one compiled graph per stack; longer ones
+    (prefill) through compiled stages with the state work between them eager.
+    static: give those short steps the graph's shapes (padded page tables, a fixed number of
+    entries pooled) even without compiling (default: as compile); tests run the graph's code so."""
+
+    def __init__(self, model: Transformer, pool: StatePool, *, max_model_len: int | None = None,
+                 compile: bool = False, experts=None, static: bool | None = None):
         self.model, self.pool, self.cfg = model, pool, model.cfg
-        # When a dict, `compress` records each compressor's projections of the step here, keyed
-        # (layer, "comp" | "idx"), so a speculative step can be rolled back without recomputing.
-        self.record: dict | None = None
-        # The stateless stages and the attention are plain functions, compiled with compile=True
-        # for any number of sequences and tokens (the state bookkeeping between them stays eager).
-        self.stage_in, self.stage_out, self.stage_merge = stage_in, stage_out, stage_merge
-        self.attend, self.logits = attend_split, model.logits
+        self.max_model_len = min(max_model_len or self.cfg.max_seq_len, self.cfg.max_seq_len)
+        self.experts = experts if experts is not None else Grouped()
+        self.compiled = compile
+        self.static = compile if static is None else static
+        self.fns, self.graph, self.mtp_graph = PLAIN, None, None
         if compile:
-            self.stage_in, self.stage_out, self.stage_merge, self.attend = (
-                compile_fn(f, dynamic=True) for f in (stage_in, stage_out, stage_merge, attend_split)
-            )
+            self.fns = SimpleNamespace(**{k: compile_fn(f, dynamic=True) for k, f in vars(PLAIN).items()})
+            self.graph = compile_fn(main_graph, dynamic=None, own_model=True)
+            self.mtp_graph = compile_fn(mtp_stack, dynamic=None, own_model=True)
 
-    # ------------------------------------------------------------------ public
+    def _step(self, seqs: list[SeqState], stack: str, t: int, device) -> tuple[Step, bool]:
+        in_graph = self.compiled and t <= GRAPH_TOKENS
+        step = make_step(self.pool, seqs, stack, t, static=self.static and t <= GRAPH_TOKENS,
+                         max_model_len=self.max_model_len, device=device)
+        if in_graph:
+            _mark_dynamic(step, len(seqs))
+        return step, in_graph
 
     @torch.no_grad()
-    def forward(
-        self, ids: torch.Tensor, seqs: list[SeqState], *, last_only: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, ids: torch.Tensor, seqs: list[SeqState], *, last_only: bool = False):
         """Main stack: ids [B, T] -> (float32 logits [B, T or 1, V], final streams [B, T, N, D])."""
-        step = Step.make(seqs, MAIN, ids.shape[1], ids.device)
-        for s in seqs:
-            self.pool.ensure_pages(s, MAIN, s.lengths[MAIN] + ids.shape[1])
-        h = self.model.streams(ids)
-        for i, layer in enumerate(self.model.layers):
-            h = self.block(layer, h, ids, step, i)
+        step, in_graph = self._step(seqs, MAIN, ids.shape[1], ids.device)
+        layers = self.pool.layers[: self.cfg.n_layers]
+        if in_graph:
+            if len(seqs) > 1:
+                torch._dynamo.mark_dynamic(ids, 0)
+            logits, x = self.graph(self.model, ids, step, layers, self.experts)
+            logits = logits[:, -1:] if last_only else logits
+        else:
+            x = main_stack(self.model, ids, step, layers, self.experts, self.fns)
+            logits = self.model.logits(x[:, -1:] if last_only else x)
         for s in seqs:
             s.lengths[MAIN] += ids.shape[1]
-        return self.logits(h[:, -1:] if last_only else h), h
+        return logits, x
 
     @torch.no_grad()
-    def mtp(
-        self, hidden: torch.Tensor, next_ids: torch.Tensor, seqs: list[SeqState], depth: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def mtp(self, hidden: torch.Tensor, next_ids: torch.Tensor, seqs: list[SeqState], depth: int = 0):
         """MTP block at the next MTP positions: hidden [B, T, N, D] (main streams at t), next_ids
         [B, T] (token t + 1) -> (logits for token t + 2 [B, T, V], the block's output streams)."""
-        m = self.model
-        blk = m.mtp[depth]
-        step = Step.make(seqs, MTP, next_ids.shape[1], next_ids.device)
-        for s in seqs:
-            self.pool.ensure_pages(s, MTP, s.lengths[MTP] + next_ids.shape[1])
-        x = blk.combine(hidden, m.embed(next_ids).to(hidden.dtype))
-        x = self.block(blk, x, next_ids, step, self.cfg.n_layers + depth)
+        step, in_graph = self._step(seqs, MTP, next_ids.shape[1], next_ids.device)
+        st = self.pool.layers[self.cfg.n_layers + depth]
+        if in_graph:
+            if len(seqs) > 1:
+                torch._dynamo.mark_dynamic(hidden, 0)
+                torch._dynamo.mark_dynamic(next_ids, 0)
+            out = self.mtp_graph(self.model, depth, hidden, next_ids, step, st, self.experts)
+        else:
+            out = mtp_stack(self.model, depth, hidden, next_ids, step, st, self.experts, self.fns)
         for s in seqs:
             s.lengths[MTP] += next_ids.shape[1]
-        return m.logits(x, blk.hc_head_fn, blk.hc_head_scale, blk.hc_head_base, blk.norm), x
-
-    # ------------------------------------------------------------------ one block
-
-    def block(self, blk: Block, x: torch.Tensor, ids: torch.Tensor, step: Step, layer: int) -> torch.Tensor:
-        """One block; `layer` indexes main layers, then MTP blocks (the pool's layer order).
-
-        The work that needs no state runs in `stage_in` / `stage_out` / `stage_merge` (compiled
-        with `compile=True`); the state reads and writes, the indexer's selection and the routed
-        experts run here."""
-        attn = blk.attn
-        cos, sin = attn.rope(step.positions)  # [B, T, R/2]
-        h, post, comb, q, kv, proj, iproj, iq, iw = self.stage_in(blk, x, cos, sin)
-        out = self.attention(attn, h, q, kv, proj, iproj, iq, iw, step, layer)
-        x, h, post, comb, weights, indices, shared = self.stage_out(blk, out, x, post, comb, cos, sin, ids)
-        flat = h.flatten(0, 1)
-        routed = blk.ffn.routed(flat, weights, indices)
-        return self.stage_merge(routed, shared, x, post, comb)
-
-    def attention(
-        self, attn: Attention, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, proj, iproj, iq, iw,
-        step: Step, layer: int,
-    ) -> torch.Tensor:
-        """Attention of the new tokens against the state; returns the heads' outputs [B, T, H, K]."""
-        st: LayerState = self.pool.layers[layer]
-        _b, t, _ = x.shape
-        slots = step.slots
-
-        # window: the ring (positions before the chunk) then the chunk itself
-        wr, w = self.pool.ring_size, self.cfg.window_size
-        last = step.start[:, None] - 1
-        ring_pos = last - torch.remainder(last - torch.arange(wr, device=x.device), wr)  # [B, Wr]
-        kpos = torch.cat((ring_pos, step.positions), dim=1)  # [B, Wr + T]
-        qpos = step.positions[:, :, None]
-        shared = torch.cat((st.ring[slots], kv), dim=1)
-        visible = (kpos[:, None, :] >= 0) & (kpos[:, None, :] <= qpos) & (kpos[:, None, :] > qpos - w)
-
-        picked = picked_visible = None
-        if attn.compressor is not None:
-            group = self.pool.group(layer)
-            counts = self.compress(attn.compressor, proj, step, st.comp_kv, st.comp_score, st.entries, group,
-                                   (layer, "comp"), x.dtype)
-            rows, valid = self.pool.entry_index(step.seqs, group, counts)
-            entry = torch.arange(rows.shape[1], device=x.device)
-            ready = valid[:, None, :] & (entry[None, None, :] < (qpos + 1) // attn.ratio)  # [B, T, C]
-            flat = st.entries.view(-1, st.entries.shape[-1])
-            if attn.indexer is not None:
-                ix = attn.indexer
-                self.compress(ix.compressor, iproj, step, st.idx_kv, st.idx_score, st.idx_keys, group,
-                              (layer, "idx"), x.dtype)
-            if attn.indexer is None or rows.shape[1] <= ix.topk:
-                # HCA: every complete entry. CSA with no more entries than top-k: the indexer
-                # picks every visible entry, so they are attended like HCA's (same keys, no gather)
-                shared = torch.cat((shared, flat[rows]), dim=1)
-                visible = torch.cat((visible, ready), dim=-1)
-            else:  # CSA: the indexer's picks
-                keys = st.idx_keys.view(-1, st.idx_keys.shape[-1])[rows]  # [B, C, d]
-                top = select_topk(ix.scores(x, iq, keys, iw), ready, ix.topk)  # [B, T, k]
-                picked_visible = top >= 0
-                picked = flat[rows.gather(1, top.clamp(min=0).flatten(1)).view(top.shape)]  # [B, T, k, K]
-
-        if picked is None or t <= QUERY_CHUNK:
-            out = self.attend(q, shared, visible, picked, picked_visible, attn.attn_sink, attn.scale)
-        else:
-            out = torch.cat([
-                self.attend(q[:, s : s + QUERY_CHUNK], shared, visible[:, s : s + QUERY_CHUNK],
-                            picked[:, s : s + QUERY_CHUNK], picked_visible[:, s : s + QUERY_CHUNK],
-                            attn.attn_sink, attn.scale)
-                for s in range(0, t, QUERY_CHUNK)
-            ], dim=1)
-
-        # the new KV vectors enter the ring (only the last Wr of a long chunk survive)
-        keep = min(t, wr)
-        ring_idx = torch.remainder(step.positions[:, t - keep :], wr)
-        st.ring[slots[:, None], ring_idx] = kv[:, t - keep :].to(st.ring.dtype)
         return out
 
-    def compress(
-        self, comp: Compressor, proj: tuple[torch.Tensor, torch.Tensor], step: Step, state_kv: torch.Tensor,
-        state_score: torch.Tensor, pages: torch.Tensor, group: tuple[str, int], key: tuple[int, str],
-        dtype: torch.dtype,
-    ) -> list[int]:
-        """Advance each sequence's compressor with the new tokens' projections (kv, score
-        [B, T, c*w]); write new entries into its pages. Returns each sequence's entry count."""
-        kv, score = proj
-        if self.record is not None:
-            self.record[key] = (kv, score)
-        t = kv.shape[1]
-        counts = []
-        p = self.pool.page_size
-        flat = pages.view(-1, pages.shape[-1])
-        for b, seq in enumerate(step.seqs):
-            start = int(step.start[b])
-            new, first = compress_append(
-                comp, state_kv[seq.slot], state_score[seq.slot], start, kv[b], score[b], dtype
-            )
-            if new is not None:
-                idx = torch.arange(first, first + new.shape[0])
-                table = torch.tensor(seq.pages[group], dtype=torch.long)
-                flat[table[idx // p] * p + idx % p] = new.to(flat.dtype)
-            counts.append((start + t) // comp.ratio)
-        return counts
 
-
-    # ------------------------------------------------------------------ speculative rollback
-
-    def _compressors(self, stack: str):
-        """(layer, key, compressor, state_kv, state_score) of every compressor in `stack`."""
-        blocks = self.model.layers if stack == MAIN else self.model.mtp
-        base = 0 if stack == MAIN else self.cfg.n_layers
-        for j, blk in enumerate(blocks):
-            st = self.pool.layers[base + j]
-            if blk.attn.compressor is not None:
-                yield base + j, "comp", blk.attn.compressor, st.comp_kv, st.comp_score
-            if blk.attn.indexer is not None:
-                yield base + j, "idx", blk.attn.indexer.compressor, st.idx_kv, st.idx_score
-
-    def snapshot(self, seqs: list[SeqState], stack: str) -> dict:
-        """Copies of the sequences' partial-block states in `stack`, and their lengths."""
-        slots = torch.tensor([s.slot for s in seqs], dtype=torch.long)
-        snap = {"lengths": [s.lengths[stack] for s in seqs]}
-        for layer, key, _, skv, ssc in self._compressors(stack):
-            snap[(layer, key)] = (skv[slots].clone(), ssc[slots].clone())
-        return snap
-
-    def rollback(self, seqs: list[SeqState], stack: str, snap: dict, keep: list[int], record: dict | None) -> None:
-        """Undo a step in `stack` except its first keep[b] tokens per sequence.
-
-        The window ring needs nothing (its slack covers a step); partial blocks are restored from
-        the snapshot and the kept tokens' recorded projections folded in again; entries past the
-        new length are left in pages that are trimmed or later overwritten."""
-        for layer, key, comp, skv, ssc in self._compressors(stack):
-            kv0, sc0 = snap[(layer, key)]
-            for b, seq in enumerate(seqs):
-                skv[seq.slot] = kv0[b]
-                ssc[seq.slot] = sc0[b]
-                if keep[b]:
-                    kv, sc = record[(layer, key)]
-                    compress_append(comp, skv[seq.slot], ssc[seq.slot], snap["lengths"][b], kv[b, : keep[b]],
-                                    sc[b, : keep[b]], kv.dtype)
-        for b, seq in enumerate(seqs):
-            seq.lengths[stack] = snap["lengths"][b] + keep[b]
-            self.pool.trim_pages(seq)
+def _mark_dynamic(step: Step, batch: int) -> None:
+    """One graph for every page-table width above 1 and every batch size above 1 (torch.compile
+    would specialise sizes 0 and 1)."""
+    for rows in step.rows.values():
+        if rows.shape[1] > 1:
+            torch._dynamo.mark_dynamic(rows, 1)
+    if batch > 1:
+        for t in (step.positions, step.slots, *step.rows.values()):
+            torch._dynamo.mark_dynamic(t, 0)

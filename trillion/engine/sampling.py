@@ -15,17 +15,24 @@ Log-probabilities reported to the user are those of the model (log-softmax of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
+from ..errors import UserError
+
 NEG_INF = float("-inf")
+DEFAULT_MAX_NEW_TOKENS = 64
 
 
 @dataclass
 class SamplingParams:
+    """How to choose tokens for one request. `max_tokens=` (vLLM's and OpenAI's name) may be given
+    instead of `max_new_tokens=`; both given must agree; the limit (default 64) is then read as
+    `max_new_tokens`."""
+
     n: int = 1
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -38,8 +45,19 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; 0: the chosen token's; n: also the top-n alternatives
+    prompt_logprobs: int | None = None  # the same for each prompt token given its prefix (the first: None)
+    max_tokens: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_tokens: int | None) -> None:
+        if max_tokens is not None:
+            if self.max_new_tokens is not None and self.max_new_tokens != max_tokens:
+                raise UserError(
+                    f"SamplingParams: max_tokens = {max_tokens} and max_new_tokens = {self.max_new_tokens} "
+                    "name the same limit; give one"
+                )
+            self.max_new_tokens = max_tokens
+        if self.max_new_tokens is None:
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         checks = [
@@ -53,15 +71,17 @@ class SamplingParams:
             (-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]"),
             (-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]"),
+            (self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20, "prompt_logprobs", "must be in [0, 20]"),
             (all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings"),
         ]
         for ok, name, why in checks:
             if not ok:
-                raise ValueError(f"SamplingParams.{name} = {getattr(self, name)!r} {why}")
+                raise UserError(f"SamplingParams.{name} = {getattr(self, name)!r} {why}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
 
 
 def apply_penalties(
@@ -122,6 +142,29 @@ def token_logprobs(logits: torch.Tensor, token: int, top_n: int) -> dict:
     if top_n:
         vals, ids = lp.topk(top_n)
         out["top"] = [(int(i), float(v)) for i, v in zip(ids, vals)]
+    return out
+
+
+def prompt_logprobs(logits: torch.Tensor, prompt_ids: list[int], start: int, top_n: int) -> list[dict | None]:
+    """Log-probabilities of prompt tokens given their prefix, from one prefill chunk's raw logits.
+
+    logits [T, V] are those of positions start .. start + T - 1, so row i scores prompt token
+    start + i + 1 (the last row of a chunk scores the next chunk's first token). The first prompt
+    token has no prefix: None, as in OpenAI's echo. Each entry is token_logprobs' dict plus the
+    token's rank (1: the most likely).
+    """
+    targets = prompt_ids[start + 1 : start + 1 + logits.shape[0]]
+    out: list[dict | None] = [None] if start == 0 else []
+    if not targets:
+        return out
+    lp = logits[: len(targets)].float().log_softmax(-1)  # [t, V]
+    ids = torch.tensor(targets, dtype=torch.long, device=lp.device)
+    chosen = lp.gather(-1, ids[:, None])[:, 0]  # [t]
+    ranks = (lp > chosen[:, None]).sum(-1) + 1  # [t]
+    top_vals, top_ids = lp.topk(top_n, dim=-1) if top_n else (None, None)
+    for i, token in enumerate(targets):
+        top = list(zip(top_ids[i].tolist(), top_vals[i].tolist())) if top_n else []
+        out.append({"token": token, "logprob": float(chosen[i]), "rank": int(ranks[i]), "top": top})
     return out
 
 

@@ -2,22 +2,27 @@
 
 What one sequence keeps, per layer (main layers and MTP blocks alike):
 
-* window ring: the last `window + slack` KV vectors, slot = position mod ring size. The slack
-  (the most tokens one speculative step can add) lets a rejected draft be rolled back by resetting
-  the length: nothing the window still needs is overwritten;
-* compressor partial block: the projections (kv, gated score incl. ape) of the tokens of the
-  current incomplete block, plus, for overlapping (CSA) compressors, those of the last complete
-  block, which the next entry also pools over;
+* window ring: the last `window + slack` KV vectors, slot = position mod ring size;
+* compressor ring (CSA and HCA layers): the float32 projections (kv, and the gate score with ape)
+  of the last `c * ratio + slack` tokens, slot = position mod ring size: the current incomplete
+  block, and for overlapping (CSA) compressors the complete block before it, which the next entry
+  also pools over (c = 2; c = 1 otherwise);
 * compressed entries: one KV vector per `ratio` tokens, in pages of `page_size` entries;
-* CSA layers also keep the indexer's compressor state and its compressed keys, paged alike.
+* CSA layers also keep the indexer compressor's ring and its compressed keys, paged alike.
 
-Every sequence takes one fixed-size *slot* (window ring + partial blocks) and, per distinct ratio,
-a list of pages that grows as entries are emitted. Pages come from a free list shared by all
-sequences, so sequences of very different lengths share memory without fragmentation; a finished
-sequence returns its slot and pages at once.
+The slack is the most tokens one speculative step adds. Both rings are indexed by position, so a
+step that is rolled back needs no undo: resetting the sequence's length leaves every token the
+state still needs in place (the slack keeps them from being overwritten), and entries written past
+the new length are neither visible nor kept: the block is pooled again when it really completes.
 
-Shapes: S slots, Wr ring size, P entries per page, K head dim, d index head dim, r ratio,
-c*w compressor projection width.
+Every sequence takes one fixed-size *slot* (the rings) and, per (stack, ratio) group, a list of
+pages that grows as entries are emitted. Pages come from a free list shared by all sequences, so
+sequences of very different lengths share memory without fragmentation; a finished sequence
+returns its slot and pages at once. Admission reserves a request's pages up front
+(`reserve`), so a running sequence never runs out.
+
+Shapes: S slots, Wr window ring, Rc compressor ring, P entries per page, K head dim, d index head
+dim, c*w compressor projection width.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ class LayerState:
 
     ring: torch.Tensor  # [S, Wr, K]
     ratio: int = 0
-    comp_kv: torch.Tensor | None = None  # [S, slots, c*K] float32
-    comp_score: torch.Tensor | None = None  # [S, slots, c*K] float32
+    comp_kv: torch.Tensor | None = None  # [S, Rc, c*K] float32
+    comp_score: torch.Tensor | None = None  # [S, Rc, c*K] float32, ape included
     entries: torch.Tensor | None = None  # [pages, P, K]
-    idx_kv: torch.Tensor | None = None  # [S, slots, 2*d] float32 (CSA)
+    idx_kv: torch.Tensor | None = None  # [S, Rc, 2*d] float32 (CSA)
     idx_score: torch.Tensor | None = None
     idx_keys: torch.Tensor | None = None  # [pages, P, d] (CSA)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.ring, self.comp_kv, self.comp_score, self.entries, self.idx_kv, self.idx_score,
+                            self.idx_keys) if t is not None]
 
 
 MAIN, MTP = "main", "mtp"
@@ -81,20 +90,22 @@ class StatePool:
         n_layers: int | None = None,
     ):
         """max_entries[r]: compressed entries (all sequences together) the pool holds for ratio r;
-        by default enough for every slot at `cfg.max_seq_len` capped at 8192 tokens."""
+        by default enough for every slot at `cfg.max_seq_len` capped at 8192 tokens.
+        spec_slack: the most tokens one step may add and then roll back (speculative decoding)."""
         self.cfg, self.max_seqs, self.page_size, self.dtype = cfg, max_seqs, page_size, dtype
+        self.slack = spec_slack
         self.ring_size = cfg.window_size + spec_slack
         n = cfg.n_layers + cfg.n_mtp_layers if n_layers is None else n_layers
         self.groups = sorted({self.group(i) for i in range(n) if cfg.ratio(i)})
         if max_entries is None:
             tokens = min(cfg.max_seq_len, 8192)
             max_entries = {r: max_seqs * ceil_div(tokens, r) for _, r in self.groups}
-        self.n_pages = {g: ceil_div(max_entries.get(g[1], 0), page_size) + max_seqs for g in self.groups}
-        # one extra page per group is never handed out: the decode path points unused page-table
-        # cells at it, so fixed-width gathers and masked writes stay inside the pool
-        self.n_pages = {g: n + 1 for g, n in self.n_pages.items()}
+        # Page 0 of every group is never handed out: page tables are padded with it, so fixed-width
+        # gathers and writes of entries that do not exist stay inside the pool (and are masked).
+        self.scratch = 0
+        self.n_pages = {g: 1 + ceil_div(max_entries.get(g[1], 0), page_size) + max_seqs for g in self.groups}
         self.free_pages = {g: list(range(self.n_pages[g] - 1, 0, -1)) for g in self.groups}
-        self.scratch = {g: 0 for g in self.groups}
+        self.reserved = dict.fromkeys(self.groups, 0)  # pages promised to admitted sequences
         self.free_slots = list(range(max_seqs - 1, -1, -1))
         k, d = cfg.head_dim, cfg.index_head_dim
         f32 = {"dtype": torch.float32, "device": device}
@@ -104,13 +115,14 @@ class StatePool:
             r = cfg.ratio(i)
             if r:
                 c = 2 if cfg.is_sparse(i) else 1
+                rc = self.comp_ring_size(i)
                 st.ratio = r
-                st.comp_kv = torch.zeros(max_seqs, c * r, c * k, **f32)
-                st.comp_score = torch.full((max_seqs, c * r, c * k), float("-inf"), **f32)
+                st.comp_kv = torch.zeros(max_seqs, rc, c * k, **f32)
+                st.comp_score = torch.zeros(max_seqs, rc, c * k, **f32)
                 st.entries = torch.zeros(self.n_pages[self.group(i)], page_size, k, dtype=dtype, device=device)
                 if cfg.is_sparse(i):
-                    st.idx_kv = torch.zeros(max_seqs, 2 * r, 2 * d, **f32)
-                    st.idx_score = torch.full((max_seqs, 2 * r, 2 * d), float("-inf"), **f32)
+                    st.idx_kv = torch.zeros(max_seqs, rc, 2 * d, **f32)
+                    st.idx_score = torch.zeros(max_seqs, rc, 2 * d, **f32)
                     st.idx_keys = torch.zeros(self.n_pages[self.group(i)], page_size, d, dtype=dtype, device=device)
             self.layers.append(st)
 
@@ -118,35 +130,46 @@ class StatePool:
         """(stack, ratio): layers of one group share a page table."""
         return (MAIN if layer < self.cfg.n_layers else MTP, self.cfg.ratio(layer))
 
-    # ------------------------------------------------------------------ allocation
+    def comp_ring_size(self, layer: int) -> int:
+        """Compressor ring rows of `layer`: the window of one entry (c * ratio) plus the slack."""
+        c = 2 if self.cfg.is_sparse(layer) else 1
+        return c * self.cfg.ratio(layer) + self.slack
+
+    # ------------------------------------------------------------------ admission
 
     def pages_needed(self, tokens: int) -> dict[tuple[str, int], int]:
-        return {g: ceil_div(tokens // g[1], self.page_size) for g in self.n_pages}
+        """Pages per group that one sequence of `tokens` tokens fills."""
+        return {g: ceil_div(tokens // g[1], self.page_size) for g in self.groups}
 
-    def can_admit(self, tokens: int, reserved: dict | None = None) -> bool:
-        """Would a sequence of up to `tokens` tokens fit next to what is already reserved?"""
-        if not self.free_slots:
-            return False
-        reserved = reserved or {}
-        return all(
-            len(self.free_pages[g]) - reserved.get(g, 0) >= need for g, need in self.pages_needed(tokens).items()
+    def can_admit(self, tokens: int, n: int = 1) -> bool:
+        """Could n sequences of up to `tokens` tokens each start now, next to what is reserved?"""
+        return len(self.free_slots) >= n and all(
+            len(self.free_pages[g]) - self.reserved[g] >= n * need for g, need in self.pages_needed(tokens).items()
         )
+
+    def fits_ever(self, tokens: int, n: int = 1) -> bool:
+        """Could n such sequences fit the empty pool?"""
+        return n <= self.max_seqs and all(
+            n * need <= self.n_pages[g] - 1 for g, need in self.pages_needed(tokens).items()
+        )
+
+    def reserve(self, tokens: int) -> dict[tuple[str, int], int]:
+        """Promise the pages of one sequence of up to `tokens` tokens; give them back with `unreserve`."""
+        need = self.pages_needed(tokens)
+        for g, n in need.items():
+            self.reserved[g] += n
+        return need
+
+    def unreserve(self, need: dict[tuple[str, int], int]) -> None:
+        for g, n in need.items():
+            self.reserved[g] -= n
+
+    # ------------------------------------------------------------------ allocation
 
     def allocate(self) -> SeqState:
         if not self.free_slots:
             raise OutOfPages(f"all {self.max_seqs} sequence slots are in use")
-        seq = SeqState(slot=self.free_slots.pop(), pages={g: [] for g in self.n_pages})
-        self.reset_slot(seq.slot)
-        return seq
-
-    def reset_slot(self, slot: int) -> None:
-        for st in self.layers:
-            if st.comp_kv is not None:
-                st.comp_kv[slot] = 0
-                st.comp_score[slot] = float("-inf")
-            if st.idx_kv is not None:
-                st.idx_kv[slot] = 0
-                st.idx_score[slot] = float("-inf")
+        return SeqState(slot=self.free_slots.pop(), pages={g: [] for g in self.groups})
 
     def ensure_pages(self, seq: SeqState, stack: str, length: int) -> None:
         """Give `seq` enough pages in `stack` to hold the entries of `length` tokens."""
@@ -159,8 +182,12 @@ class StatePool:
                     raise OutOfPages(f"no free page left for ratio {r} ({self.n_pages[(st, r)]} pages)")
                 table.append(self.free_pages[(st, r)].pop())
 
-    def trim_pages(self, seq: SeqState) -> None:
-        """Return pages beyond what the sequence's lengths need (after a rejected draft)."""
+    def truncate(self, seq: SeqState, stack: str, length: int) -> None:
+        """Roll `seq`'s `stack` back to its first `length` tokens (a rejected speculative draft).
+
+        The rings need nothing (their slack keeps what the shorter state needs); pages past what
+        `length` tokens fill go back to the pool."""
+        seq.lengths[stack] = length
         for (st, r), table in seq.pages.items():
             need = ceil_div(seq.lengths[st] // r, self.page_size)
             while len(table) > need:
@@ -170,9 +197,8 @@ class StatePool:
         """A new sequence with a copy of `seq`'s state (n > 1 samples share one prefill)."""
         child = self.allocate()
         child.lengths = dict(seq.lengths)
-        for i, st in enumerate(self.layers):
-            st.ring[child.slot] = st.ring[seq.slot]
-            for t in (st.comp_kv, st.comp_score, st.idx_kv, st.idx_score):
+        for st in self.layers:
+            for t in (st.ring, st.comp_kv, st.comp_score, st.idx_kv, st.idx_score):
                 if t is not None:
                     t[child.slot] = t[seq.slot]
         for g, table in seq.pages.items():
@@ -197,33 +223,21 @@ class StatePool:
     # ------------------------------------------------------------------ accounting
 
     def pages_in_use(self) -> int:
-        return sum(self.n_pages[g] - 1 - len(self.free_pages[g]) for g in self.n_pages)
+        return sum(self.n_pages[g] - 1 - len(self.free_pages[g]) for g in self.groups)
 
     def slots_in_use(self) -> int:
         return self.max_seqs - len(self.free_slots)
 
     def nbytes(self) -> int:
-        total = 0
-        for st in self.layers:
-            for t in (st.ring, st.comp_kv, st.comp_score, st.entries, st.idx_kv, st.idx_score, st.idx_keys):
-                if t is not None:
-                    total += t.numel() * t.element_size()
-        return total
+        return sum(t.numel() * t.element_size() for st in self.layers for t in st.tensors())
 
     # ------------------------------------------------------------------ paged access
 
-    def entry_index(
-        self, seqs: list[SeqState], group: tuple[str, int], counts: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat pool rows [B, Cmax] of each sequence's first `counts[b]` entries, and a valid mask."""
-        cmax = max(counts) if counts else 0
-        p = self.page_size
-        rows = torch.zeros(len(seqs), cmax, dtype=torch.long)
-        valid = torch.zeros(len(seqs), cmax, dtype=torch.bool)
-        for b, (seq, c) in enumerate(zip(seqs, counts)):
-            if c:
-                table = torch.tensor(seq.pages[group][: ceil_div(c, p)], dtype=torch.long)
-                idx = (table[:, None] * p + torch.arange(p)).reshape(-1)[:c]
-                rows[b, :c] = idx
-                valid[b, :c] = True
-        return rows, valid
+    def page_rows(self, seqs: list[SeqState], group: tuple[str, int], width: int) -> torch.Tensor:
+        """Flat pool rows [B, width * P] of entries 0, 1, ... of each sequence (page tables padded
+        with the scratch page)."""
+        table = torch.full((len(seqs), width), self.scratch, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            pages = s.pages[group][:width]
+            table[b, : len(pages)] = torch.tensor(pages, dtype=torch.long)
+        return (table[:, :, None] * self.page_size + torch.arange(self.page_size)).flatten(1)

@@ -27,7 +27,7 @@ from .indexer import Indexer
 from .norm import RMSNorm, rms_normalize
 from .rope import apply_rope, layer_inv_freq, rope_cos_sin
 
-QUERY_CHUNK = 512  # queries per step of the full-sequence path: bounds memory at O(chunk * (window + C))
+QUERY_CHUNK = 512  # queries per attention call: bounds the logits (and CSA's gathered keys) at O(chunk * keys)
 
 
 def attend(
@@ -36,17 +36,30 @@ def attend(
     visible: torch.Tensor,
     sink: torch.Tensor,
     scale: float,
+    picked: torch.Tensor | None = None,
+    picked_visible: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax attention with a sink; K = V. The plain reference of every attention path.
+    """Softmax attention with a sink over keys every query shares plus (optionally) keys picked per
+    query; K = V. The one attention function of the model and the engine.
 
-    q [B, T, H, K], keys [B, L, K] (keys are the values), visible [B or 1, T, L] bool,
-    sink [H] -> out [B, T, H, K]. Every query must see at least one key.
+    q [B, T, H, K]; keys [B, L, K] with visible [B or 1, T, L] bool; picked [B, T, k, K] with
+    picked_visible [B, T, k] (CSA's per-query entries) or None; sink [H] joins the denominator
+    only -> out [B, T, H, K]. Every query must see at least one key.
     """
-    logits = torch.einsum("bthk,blk->bhtl", q.float(), keys.float()) * scale
-    logits = logits.masked_fill(~visible.unsqueeze(1), float("-inf"))
-    sink_col = sink.float().view(1, -1, 1, 1).expand(logits.shape[0], -1, logits.shape[2], 1)
-    probs = torch.cat((logits, sink_col), dim=-1).softmax(dim=-1)[..., :-1]  # the sink has no value
-    return torch.einsum("bhtl,blk->bthk", probs, keys.float()).to(q.dtype)
+    qf = q.float()
+    logits = torch.einsum("bthk,blk->bhtl", qf, keys.float()) * scale
+    parts = [logits.masked_fill(~visible.unsqueeze(1), float("-inf"))]
+    if picked is not None:
+        lp = torch.einsum("bthk,btjk->bhtj", qf, picked.float()) * scale
+        parts.append(lp.masked_fill(~picked_visible.unsqueeze(1), float("-inf")))
+    b, h, t = logits.shape[:3]
+    parts.append(sink.float().view(1, h, 1, 1).expand(b, h, t, 1))
+    probs = torch.cat(parts, dim=-1).softmax(dim=-1)  # the sink has no value: its column is dropped
+    n = keys.shape[1]
+    out = torch.einsum("bhtl,blk->bthk", probs[..., :n], keys.float())
+    if picked is not None:
+        out = out + torch.einsum("bhtj,btjk->bthk", probs[..., n:-1], picked.float())
+    return out.to(q.dtype)
 
 
 class Attention(nn.Module):

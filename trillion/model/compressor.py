@@ -6,7 +6,9 @@ Steps (V4 report section 2.3; DeepSeek's `Compressor`):
 2. pool each complete block: entry = sum_t softmax_t(score) * kv, per channel;
    with `overlap` (CSA, ratio 4) the projections are twice as wide: the first half of the channels
    of block i pools together with the second half of block i + 1, so each entry sees 2 * ratio
-   tokens with stride `ratio` (the first block has nothing before it: weight 0);
+   tokens with stride `ratio` (the first block has nothing before it: weight 0). `pool` takes each
+   entry's window of tokens, so the full sequence (`windows`) and the engine's per-sequence state
+   (trillion.engine.runner) feed the same pooling;
 3. RMSNorm, then RoPE (YaRN, compress theta) at the block's first position, i * ratio;
 4. with fake quantisation: FP8 on the non-rope channels (main compressor), or a Hadamard rotation
    and FP4 on all channels (the indexer's compressor, `rotate`).
@@ -46,34 +48,28 @@ class Compressor(nn.Module):
         xf = x.float()
         return F.linear(xf, self.wkv.weight.float()), F.linear(xf, self.wgate.weight.float())
 
-    def pool(
-        self,
-        kv: torch.Tensor,
-        score: torch.Tensor,
-        prev_kv: torch.Tensor | None = None,
-        prev_score: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Pool complete blocks. kv, score: [B, n, r, c*d] (score includes ape) -> [B, n, d].
+    def pool(self, kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Pool each entry's window: kv, score [B, n, c*r, c*d] (score includes ape) -> [B, n, d].
 
-        With overlap, prev_kv / prev_score [B, r, c*d] are the block before the first one (from an
-        earlier chunk); None means there is none.
-        """
+        A window is the tokens an entry pools, oldest first: its block (r rows), or with overlap the
+        previous block then its own (2r rows), of which the first r give their first-half channels
+        and the last r their second half. A row with score -inf (no previous block) weighs 0."""
         if self.overlap:
-            kv = self._overlap(kv, prev_kv, 0.0)
-            score = self._overlap(score, prev_score, float("-inf"))
+            r, d = self.ratio, self.head_dim
+            kv = torch.cat((kv[:, :, :r, :d], kv[:, :, r:, d:]), dim=2)  # [B, n, 2r, d]
+            score = torch.cat((score[:, :, :r, :d], score[:, :, r:, d:]), dim=2)
         return (kv * score.softmax(dim=2)).sum(dim=2)
 
-    def _overlap(self, t: torch.Tensor, prev: torch.Tensor | None, fill: float) -> torch.Tensor:
-        # [B, n, r, 2d] -> [B, n, 2r, d]: slots [:r] hold the previous block's first-half channels,
-        # slots [r:] this block's second-half channels.
-        b, n, r, _ = t.shape
-        d = self.head_dim
-        out = t.new_full((b, n, 2 * r, d), fill)
-        out[:, :, r:] = t[..., d:]
-        out[:, 1:, :r] = t[:, :-1, :, :d]
-        if prev is not None:
-            out[:, 0, :r] = prev[..., :d]
-        return out
+    def windows(self, kv: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complete blocks of a sequence from position 0 -> each entry's window for `pool`.
+
+        kv, score [B, n, r, c*d] -> [B, n, c*r, c*d]: with overlap each block is preceded by the one
+        before it (for the first block, rows of kv 0 and score -inf)."""
+        if not self.overlap:
+            return kv, score
+        before_kv = torch.cat((torch.zeros_like(kv[:, :1]), kv[:, :-1]), dim=1)
+        before_sc = torch.cat((torch.full_like(score[:, :1], float("-inf")), score[:, :-1]), dim=1)
+        return torch.cat((before_kv, kv), dim=2), torch.cat((before_sc, score), dim=2)
 
     def finish(self, pooled: torch.Tensor, first_block: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Norm, RoPE at the blocks' first positions, fake quantisation. [B, n, d] -> [B, n, d].
@@ -97,4 +93,4 @@ class Compressor(nn.Module):
         kv, score = self.project(x[:, : n * self.ratio])
         kv = kv.unflatten(1, (n, self.ratio))
         score = score.unflatten(1, (n, self.ratio)) + self.ape
-        return self.finish(self.pool(kv, score), 0, x.dtype)
+        return self.finish(self.pool(*self.windows(kv, score)), 0, x.dtype)

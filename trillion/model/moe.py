@@ -112,12 +112,6 @@ class MoE(nn.Module):
     def routed(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Grouped path: sort the (token, slot) pairs by expert, one matmul chain per used expert."""
         n, k = indices.shape
-        if n == 1:  # one token (decoding one sequence): its k experts one after the other
-            out = None
-            for j, e in enumerate(indices[0].tolist()):
-                y = self.experts[e](x, weights[:, j : j + 1]).float()
-                out = y if out is None else out + y
-            return out
         flat = indices.reshape(-1)
         order = torch.argsort(flat, stable=True)  # [N*k] pair ids grouped by expert
         counts = torch.bincount(flat, minlength=self.cfg.n_routed_experts).tolist()

@@ -6,32 +6,40 @@ expert parallelism over every rank, sharded loading, and a watchdog for lost ran
     ...                                        # every rank runs the same MoE layers each pass
     shutdown()
 
-docs/distributed.md describes the split, the collectives and their cost.
+Which meshes are valid (`layout`) is pure arithmetic on the config, shared with the deployment
+planner (`trillion plan`); importing this package does not import torch.distributed until the
+distributed parts are used. docs/distributed.md describes the split, the collectives and their cost.
 """
 
-from .comm import counting
-from .health import EXIT_RANK_LOST, RankLost, guard
 from .layout import LayoutError, check_layout, require_layout
-from .load import load_sharded
-from .mesh import backend_for, init_mesh, shutdown
-from .parallelize import attach, join_idle, parallelize, shard
-from .shards import Placement
 
-__all__ = [
-    "EXIT_RANK_LOST",
-    "LayoutError",
-    "Placement",
-    "RankLost",
-    "attach",
-    "backend_for",
-    "check_layout",
-    "counting",
-    "guard",
-    "init_mesh",
-    "join_idle",
-    "load_sharded",
-    "parallelize",
-    "require_layout",
-    "shard",
-    "shutdown",
+_DISTRIBUTED = {
+    "counting": "comm",
+    "EXIT_RANK_LOST": "health",
+    "RankLost": "health",
+    "guard": "health",
+    "load_sharded": "load",
+    "init_mesh": "mesh",
+    "shutdown": "mesh",
+    "attach": "apply",
+    "join_idle": "apply",
+    "parallelize": "apply",
+    "shard": "apply",
+    "Placement": "shards",
+}
+
+
+def __getattr__(name: str):
+    """The distributed parts load on first use (the planner imports `layout` alone)."""
+    if name in _DISTRIBUTED:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_DISTRIBUTED[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [  # noqa: RUF022 (the layout names, then the lazily loaded ones in _DISTRIBUTED's order)
+    "LayoutError", "check_layout", "require_layout",
+    "counting", "EXIT_RANK_LOST", "RankLost", "guard", "load_sharded", "init_mesh", "shutdown",
+    "attach", "join_idle", "parallelize", "shard", "Placement",
 ]

@@ -25,7 +25,7 @@ import torch
 
 from ..model.moe import MoE
 from . import comm
-from .layout import split_range
+from .shards import split_range
 
 
 class ExpertParallelMoE(MoE):

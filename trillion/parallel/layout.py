@@ -1,62 +1,69 @@
-"""Which meshes a model can run on: the checks made before anything is loaded, and how work splits.
+"""Which (dp, tp, world) meshes a model can be split over: one pure function, no processes.
 
-`check_layout(cfg, dp=, tp=, world=)` returns one sentence per reason a (dp, tp) mesh over `world`
-processes cannot hold the model (empty when it can). Plain arithmetic on the config, no torch:
-`trillion plan` and the distributed loader ask the same question.
+The layout (docs/plan.md, and issue 13's distributed engine):
 
-The split it checks (docs/distributed.md):
-  tp (tensor parallel, attention): each tp rank holds n_heads / tp query heads with their sinks and
-      o_groups / tp output groups; the vocabulary splits into tp near-equal ranges;
-  ep = world (expert parallel): each rank holds n_routed_experts / world whole routed experts;
-  dp (data parallel): each group of tp ranks runs its own sequences.
-The indexer is replicated on every tp rank, so its heads set no condition.
+* attention is data parallel over `dp` groups and tensor parallel over the `tp` ranks of a group:
+  each group owns its own sequences; within a group the query heads (and their sinks) and V4's
+  output groups (`wo_a` is split by group, `wo_b` by rows) are divided among the ranks, while the one
+  KV vector per token, the compressor and the indexer stay whole;
+* routed experts are expert parallel over every rank (ep = world = dp x tp): each rank holds
+  (n_routed_experts + redundant_experts) / world expert slots per MoE layer;
+* the embedding and the output head are vocab parallel over tp (padded when vocab does not divide).
+
+`check_layout` lists every reason a mesh cannot hold a model, so a launcher can refuse it before
+loading anything and the planner can explain why a layout was skipped. Redundant experts (extra
+replicas of hot experts, as DeepSeek's and Huawei's services deploy) are for the planner; the
+engine runs with none.
 """
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from typing import Protocol
 
 
-def check_layout(cfg: ModelConfig, *, dp: int, tp: int, world: int) -> list[str]:
-    """Every reason the mesh (dp x tp over `world` processes) cannot hold `cfg`; [] when it can."""
-    if dp < 1 or tp < 1:
-        return [f"dp = {dp} and tp = {tp} must both be at least 1"]
-    problems = []
-    if dp * tp != world:
-        problems.append(f"dp x tp = {dp} x {tp} = {dp * tp}, but {world} processes were started; launch dp x tp")
-    if cfg.n_heads % tp:
-        problems.append(
-            f"tp = {tp} does not divide n_heads = {cfg.n_heads}: each tensor-parallel rank holds n_heads / tp "
-            "query heads"
-        )
-    if cfg.o_groups % tp:
-        problems.append(
-            f"tp = {tp} does not divide o_groups = {cfg.o_groups}: each tensor-parallel rank holds o_groups / tp "
-            "output groups of wo_a"
-        )
-    if cfg.n_routed_experts % world:
-        problems.append(
-            f"{world} processes do not divide n_routed_experts = {cfg.n_routed_experts}: experts are spread "
-            "evenly over every process (expert parallel over dp x tp)"
-        )
-    return problems
+class LayoutConfig(Protocol):
+    """What the check reads: a `ModelConfig`, or any config with these fields. `o_groups` is
+    optional (V4's grouped output projection; V3's MLA has none)."""
 
-
-def split_range(n: int, parts: int, index: int) -> tuple[int, int]:
-    """[start, stop) of part `index` when n items split into `parts` near-equal contiguous ranges
-    (the first n % parts ranges one longer, like torch.tensor_split)."""
-    base, extra = divmod(n, parts)
-    start = index * base + min(index, extra)
-    return start, start + base + (index < extra)
+    n_heads: int
+    n_routed_experts: int
 
 
 class LayoutError(ValueError):
-    """A mesh that cannot hold the model; the message gives every reason."""
+    """A mesh that cannot hold the model; the message lists every problem."""
 
 
-def require_layout(cfg: ModelConfig, *, dp: int, tp: int, world: int) -> None:
-    """Raise LayoutError naming every problem `check_layout` finds."""
-    problems = check_layout(cfg, dp=dp, tp=tp, world=world)
+def check_layout(cfg: LayoutConfig, *, dp: int, tp: int, world: int, redundant_experts: int = 0) -> list[str]:
+    """Every reason (dp, tp) over `world` ranks cannot hold `cfg`; [] when the layout is valid."""
+    problems: list[str] = []
+    for name, value in (("dp", dp), ("tp", tp), ("world", world)):
+        if value < 1:
+            problems.append(f"{name} = {value}; it must be at least 1")
+    if redundant_experts < 0:
+        problems.append(f"redundant_experts = {redundant_experts}; it must be >= 0")
     if problems:
-        name = f" {cfg.name!r}" if cfg.name else ""
-        raise LayoutError(f"cannot run model{name} on a dp={dp} x tp={tp} mesh: " + "; ".join(problems))
+        return problems
+    if dp * tp != world:
+        problems.append(f"world size {world} != dp x tp = {dp} x {tp} = {dp * tp}")
+    if cfg.n_heads % tp:
+        problems.append(f"tp = {tp} does not divide the {cfg.n_heads} attention heads")
+    o_groups = getattr(cfg, "o_groups", None)
+    if o_groups is not None and o_groups % tp:
+        problems.append(f"tp = {tp} does not divide the {o_groups} output groups (wo_a is split by group)")
+    slots = cfg.n_routed_experts + redundant_experts
+    if slots % world:
+        what = f"{cfg.n_routed_experts} routed experts" + (
+            f" + {redundant_experts} redundant" if redundant_experts else ""
+        )
+        problems.append(f"world size {world} does not divide the {what} (experts are split evenly over every rank)")
+    return problems
+
+
+def require_layout(cfg: LayoutConfig, *, dp: int, tp: int, world: int, redundant_experts: int = 0) -> None:
+    """Raise LayoutError naming every problem of the mesh (nothing when it is valid)."""
+    problems = check_layout(cfg, dp=dp, tp=tp, world=world, redundant_experts=redundant_experts)
+    if problems:
+        raise LayoutError(f"cannot split the model over dp={dp} x tp={tp} (world {world}): " + "; ".join(problems))
+
+
+__all__ = ["LayoutConfig", "LayoutError", "check_layout", "require_layout"]

@@ -6,7 +6,7 @@
   2. build the full model on `meta` (quantised modules too, when the checkpoint's config names a
      scheme or `quantize` asks for the release's storage) and match every stored tensor to it by
      name (checkpoint.plan / quant.checkpoint), so a bad checkpoint fails as load_model fails;
-  3. `shard` the meta model to this rank's part (parallelize.py): it now has the local shapes;
+  3. `shard` the meta model to this rank's part (apply.py): it now has the local shapes;
   4. read, in file order, only this rank's part of each tensor (read.py: only those bytes, into
      fresh memory): its rows or columns of a tensor-parallel weight, its experts, every replicated
      tensor whole. A weight the
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from ..assets import shipped_model
 from ..checkpoint.errors import CheckpointError, listing
 from ..checkpoint.index import checkpoint_tensors, shard_files
 from ..checkpoint.load import (
@@ -39,13 +40,15 @@ from ..checkpoint.load import (
 )
 from ..checkpoint.official import dequantize
 from ..checkpoint.plan import Entry, make_plan
+from ..checkpoint.quantized import kept_float, match_tensors, materialize, quantized_meta_model, stored_scheme
 from ..config import ModelConfig
+from ..device import CPU, default_device
 from ..model import Transformer
-from ..model.dtypes import param_dtype
+from ..model.dtypes import cast_model, param_dtype
 from ..quant.linear import QuantLinear
 from ..quant.swap import quantized_modules
+from .apply import attach, parallelize, placement_of, shard
 from .layout import require_layout
-from .parallelize import attach, parallelize, placement_of, shard
 from .read import read_part
 from .shards import Cut, cut_of, cuts, format_blocks, global_name, release_blocks, stored_cuts, widen
 
@@ -67,7 +70,9 @@ def load_sharded(
     from ..checkpoint.dtype import as_dtype
 
     dtype = as_dtype(dtype)
-    folder = Path(path_or_flavor) if not isinstance(path_or_flavor, ModelConfig) else None
+    folder = None
+    if not isinstance(path_or_flavor, ModelConfig):
+        folder = shipped_model(path_or_flavor) or Path(path_or_flavor)
     if folder is None or not folder.is_dir():
         model = load_model(path_or_flavor, dtype=dtype, seed=seed, fake_quant=fake_quant, quantize=quantize)
         return parallelize(model, mesh)
@@ -78,23 +83,17 @@ def load_sharded(
     cfg = without_absent_mtp(cfg, list(tensors), folder)
     cfg = cfg if fake_quant is None else cfg.replace(fake_quant=fake_quant)
 
-    scheme = None
-    if "quantization_config" in raw:
-        from ..quant.checkpoint import stored_scheme
-
-        scheme = stored_scheme(raw, quantize)
+    scheme = stored_scheme(raw, quantize) if "quantization_config" in raw else None
     block = fp8_block(raw)
     if scheme is not None:
-        from ..quant.checkpoint import match_tensors, quantized_meta_model
-
         try:
-            model = quantized_meta_model(cfg, scheme, dtype)
+            model = quantized_meta_model(cfg, scheme, dtype, kept_float(raw))
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
         plan = match_tensors(tensors, model)
     else:
         with torch.device("meta"):
-            model = Transformer(cfg)
+            model = cast_model(Transformer(cfg), dtype)
         plan = make_plan(tensors, model.state_dict(), block)
     if not plan.ok:
         raise plan.error(folder, shard_files(folder))
@@ -109,9 +108,7 @@ def load_sharded(
             f"{folder}: {e}; load it dequantised (quantize=False, for the release's checkpoint) or choose a tp "
             "whose parts fall on whole blocks"
         ) from None
-    device = torch.device("cpu")
-    if mesh.device_type != "cpu":
-        device = torch.device(mesh.device_type, torch.accelerator.current_device_index())
+    device = CPU if mesh.device_type == CPU.type else default_device()  # init_mesh made it current
     _read_parts(model, {e.ours: e for e in plan.entries}, cuts(cfg, placement), full, dtype, device, block,
                 folder, progress)
     model = _finish_quantization(model.eval(), quantize)  # as load_model: quantise, dequantise or keep
@@ -139,7 +136,7 @@ def _read_parts(model, entries: dict[str, Entry], table: dict[str, Cut], full: d
                 got = pending.setdefault(mname, {})
                 got[leaf] = _read_stored(e, cut, m, full[ours.rpartition(".")[0]], leaf).to(device)
                 if len(got) == len(m.stored_spec()):
-                    _materialize(m, device)
+                    materialize(m, device)
                     m.load_stored(pending.pop(mname))
             else:
                 target = _tensor(model, local)
@@ -195,10 +192,3 @@ def _put(model: nn.Module, name: str, t: torch.Tensor) -> None:
         m._parameters[leaf] = nn.Parameter(t, requires_grad=m._parameters[leaf].requires_grad)
     else:
         m._buffers[leaf] = t
-
-
-def _materialize(m: QuantLinear, device: torch.device) -> None:
-    for name, b in list(m.named_buffers(recurse=False)):
-        if b.is_meta:
-            setattr(m, name, torch.empty(b.shape, dtype=b.dtype, device=device))
-

@@ -6,7 +6,8 @@ on the backend the device wants, starts the heartbeat watchdog (health.py) and r
 `torch.distributed.device_mesh.DeviceMesh` with dims ("dp", "tp"): ranks r = dp_index * tp +
 tp_index, so a tp group is tp consecutive ranks. `shutdown()` leaves cleanly.
 
-The one place that names device kinds is `backend_for` (trillion/device.py will take it over).
+Device kinds and their backends are trillion.device's (gloo on the CPU, nccl on CUDA, hccl on
+Ascend through torch_npu).
 """
 
 from __future__ import annotations
@@ -15,33 +16,15 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 
-import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from ..config import ModelConfig
+from ..device import CPU, backend_for, device_for_rank
 from . import health
 from .layout import LayoutError, require_layout
 
 DIMS = ("dp", "tp")
-
-
-def backend_for(device_type: str | None = None) -> tuple[str, str]:
-    """(device type, collective backend): gloo on CPU, nccl on CUDA, hccl on Ascend (torch_npu).
-
-    device_type None: the machine's accelerator if there is one (Ascend when torch_npu imports),
-    else the CPU."""
-    if device_type is None:
-        try:
-            import torch_npu  # noqa: F401  (registers the "npu" device and the hccl backend)
-        except ImportError:
-            pass
-        acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-        device_type = acc.type if acc is not None else "cpu"
-    backends = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}
-    if device_type not in backends:
-        raise ValueError(f"no collective backend known for device {device_type!r}; expected one of {list(backends)}")
-    return device_type, backends[device_type]
 
 
 def world_from_env() -> tuple[int, int, int]:
@@ -70,18 +53,22 @@ def init_mesh(
     """Join the processes of this run and return their ("dp", "tp") mesh.
 
     cfg: when given, a mesh that cannot hold it (layout.check_layout) is refused here, with every
-    reason, before any process group exists. timeout: seconds a collective may block (the backend's
-    own timeout). heartbeat / grace: the watchdog's beat interval and how long a silent rank is
+    reason, before any process group exists. device_type: None for the machine's accelerator (rank
+    LOCAL_RANK's device, made current) or the CPU; "cpu" to stay on the CPU anyway. timeout:
+    seconds a collective may block (the backend's own timeout). heartbeat / grace: the watchdog's beat interval and how long a silent rank is
     waited for before the others stop naming it (health.py); on_lost(message) replaces the default
     (print the message, exit with health.EXIT_RANK_LOST) and runs on the watchdog's thread."""
     rank, world, local_rank = world_from_env()
     if cfg is not None:
         require_layout(cfg, dp=dp, tp=tp, world=world)
     elif dp * tp != world:
-        raise LayoutError(f"dp x tp = {dp} x {tp} = {dp * tp}, but {world} processes were started; launch dp x tp")
-    device_type, backend = backend_for(device_type)
-    if device_type != "cpu":
-        torch.accelerator.set_device_index(local_rank)
+        raise LayoutError(f"world size {world} != dp x tp = {dp} x {tp} = {dp * tp}: launch dp x tp processes")
+    # this rank's accelerator (made current), or the CPU; device_type="cpu" keeps an accelerator
+    # machine's ranks on the CPU (gloo), as the tests do
+    dev = CPU if device_type == CPU.type else device_for_rank(local_rank)
+    if device_type not in (None, dev.type):
+        raise ValueError(f"device_type = {device_type!r}, but this machine's device is {dev.type!r}")
+    backend = backend_for(dev)
     limit = timedelta(seconds=timeout)
     if not dist.is_initialized():
         store, rank, world = next(dist.rendezvous("env://", rank, world, timeout=limit))
@@ -90,7 +77,7 @@ def init_mesh(
             backend, store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world, timeout=limit
         )
         health.Watchdog(store, rank, world, interval=heartbeat, grace=grace, on_lost=on_lost).start()
-    return init_device_mesh(device_type, (dp, tp), mesh_dim_names=DIMS)
+    return init_device_mesh(dev.type, (dp, tp), mesh_dim_names=DIMS)
 
 
 def shutdown() -> None:

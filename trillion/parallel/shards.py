@@ -23,7 +23,14 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ModelConfig
-from .layout import split_range
+
+
+def split_range(n: int, parts: int, index: int) -> tuple[int, int]:
+    """[start, stop) of part `index` when n items split into `parts` near-equal contiguous ranges
+    (the first n % parts ranges one longer, like torch.tensor_split)."""
+    base, extra = divmod(n, parts)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
 
 
 @dataclass(frozen=True)

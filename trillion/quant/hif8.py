@@ -7,6 +7,10 @@ precision gradually rather than flushing (HiF8 reaches down to 2**-22). Encoding
 can come out of a finite block anyway) and rounds half away from zero, as the format defines.
 Edge blocks are padded with zeros for their amax, as DeepSeek's FP8 blocks are.
 
+Kernels: no device runs HiF8 natively here yet (Ascend 950's HiF8 cube unit is the target), so
+HiF8Linear multiplies by dequantising with these functions' fast twin and calling F.linear; off the
+CPU it warns once that it does (trillion.device.warn_reference_path).
+
 Legend: N rows, K cols, bn x bk block, SN = ceil(N / bn), SK = ceil(K / bk).
 """
 

@@ -5,8 +5,9 @@
   int4_linear(x, packed, g, sz, layout)    CPU: aten._weight_int4pack_mm_for_cpu on a weight in the
                                            kernel's own layout (pack_tinygemm) for a few rows; else
                                            dequantise + F.linear
-  fp8_block_linear(x, codes, scale)        CUDA sm_90: F.scaled_mm, DeepSeek's FP8 recipe (act_quant
-                                           1x128 x weight 128x128 blocks); the caller falls back
+  fp8_block_linear(x, codes, scale)        Hopper GPU: F.scaled_mm, DeepSeek's FP8 recipe (act_quant
+                                           1x128 x weight 128x128 blocks; trillion.device decides where
+                                           it runs); the caller falls back to dequantise + F.linear
   decode8(codes, fmt, dtype)               8-bit codes (e4m3, hif8) -> values by one gather in a table
   decode_fp4(packed, dtype)                packed e2m1 bytes -> values, one gather per byte (two values)
   scale_blocks / scale_groups              multiply values by their block or group scales
@@ -37,6 +38,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from ..device import has_fp8_block_gemm
 from ..formats import all_codes, decode, e8m0
 from ..formats.blocks import FP8_AMAX_FLOOR, FP8_MAX
 from ..formats.scales import ue8m0_scale
@@ -288,11 +290,11 @@ def _outer_major(t: torch.Tensor) -> torch.Tensor:
 
 def fp8_native_ok(x: torch.Tensor, n: int, k: int) -> bool:
     """Whether F.scaled_mm's 1x128 x 128x128 FP8 GEMM can take x [..., K] @ W[N, K]^T here."""
-    if not (HAS_SCALED_MM and x.device.type == "cuda") or _native_fp8_broken:
+    if not HAS_SCALED_MM or _native_fp8_broken:
         return False
     if n % 128 or k % 128:
         return False
-    return torch.cuda.get_device_capability(x.device)[0] == 9  # cuBLAS has 2-D block scales on sm_90 only
+    return has_fp8_block_gemm(x.device)  # cuBLAS has 2-D block scales on Hopper (sm_90) only
 
 
 def fp8_block_linear(x: torch.Tensor, codes: torch.Tensor, wscale: torch.Tensor) -> torch.Tensor | None:

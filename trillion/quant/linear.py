@@ -20,6 +20,15 @@ Every module has three ways to multiply, all the same maths:
   reference_forward  the plain path: the independent decoders of trillion.formats / integer.py /
                      hif8.py, then F.linear in the compute dtype (tests compare the two);
   grouped            the block-diagonal product attention's wo_a needs (x [..., G, I] -> [..., G, r]).
+
+Device kernels of the 8- and 4-bit float formats (the dispatch asks trillion.device, never a device
+name):
+  fp8    Hopper GPU (with act_quant): cuBLAS's block-scaled FP8 GEMM through F.scaled_mm;
+  mxfp8, mxfp4, hif8, and fp8 anywhere else: no native kernel is wired yet (Blackwell's MX GEMMs and
+         Ascend 950's MXFP8 / MXFP4 / HiF8 cube units are the targets), so these dequantise and call
+         F.linear. On the CPU that is the designed path; on an accelerator the module warns once
+         (trillion.device.warn_reference_path) so a slow run is never a silent one.
+
 With `act_quant`, the input first goes through FP8 E4M3 with a UE8M0 scale per 128 along K, as
 DeepSeek's `linear()` does (`act_quant`) before its FP8 and FP4 GEMMs.
 
@@ -36,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ceil_div
+from ..device import warn_reference_path
 from ..formats import dequantize_fp8_blocks, dequantize_mx, fake_quant_fp8, quantize_fp8_blocks, quantize_mx
 from . import kernels
 from .hif8 import dequantize_hif8_blocks, quantize_hif8_blocks
@@ -186,7 +197,7 @@ def check_stored(tensors: dict, spec: dict) -> str | None:
 
 
 def _sn_sk(n: int, k: int, block: tuple[int, int]) -> tuple[int, int]:
-    return -(-n // block[0]), -(-k // block[1])
+    return ceil_div(n, block[0]), ceil_div(k, block[1])
 
 
 # ---------------------------------------------------------------------------------------------- INT8
@@ -422,6 +433,10 @@ class _CodesLinear(QuantLinear):
     def decoded(self, dtype: torch.dtype) -> torch.Tensor:
         """The codes' values [N, K] before scaling."""
         return kernels.decode8(self.codes, self.elem, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warn_reference_path(self.fmt, x.device)  # once per format and device type; silent on the CPU
+        return super().forward(x)
 
     def _set(self, q: torch.Tensor, scale: torch.Tensor) -> None:
         self.codes = q.contiguous().view(torch.uint8)

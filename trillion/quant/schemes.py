@@ -19,6 +19,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 FORMATS = ("int8", "int4", "fp8", "mxfp8", "mxfp4", "hif8")
 ROLES = ("dense", "experts", "head")
 
@@ -59,7 +61,7 @@ class Scheme:
         for role in ROLES:
             fmt = getattr(self, role)
             if fmt is not None and fmt not in FORMATS:
-                raise ValueError(f"scheme {self.name!r}: {role} format {fmt!r} is not one of {FORMATS}")
+                raise UserError(f"scheme {self.name!r}: {role} format {fmt!r} is not one of {FORMATS}")
 
     def format_for(self, module_name: str) -> str | None:
         role = weight_role(module_name)
@@ -99,7 +101,7 @@ class Scheme:
             if role in qc:
                 fields[role] = qc[role]
             elif base is None:
-                raise ValueError(f"quantization_config of unknown scheme {name!r} lacks {role!r}")
+                raise UserError(f"quantization_config of unknown scheme {name!r} lacks {role!r}")
         if "group_size" in qc:
             fields["group_size"] = int(qc["group_size"])
         if "activation_scheme" in qc:
@@ -140,6 +142,6 @@ def get_scheme(scheme: str | Scheme, **changes) -> Scheme:
     if isinstance(scheme, Scheme):
         return scheme.replace(**changes) if changes else scheme
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantisation scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+        raise UserError(f"unknown quantisation scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     s = SCHEMES[scheme]
     return s.replace(**changes) if changes else s

@@ -21,6 +21,7 @@ import re
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .linear import FORMATS, QuantLinear
 from .schemes import Scheme, get_scheme
 
@@ -76,7 +77,7 @@ def quantize_model(model: nn.Module, scheme: str | Scheme, *, skip=(), inplace: 
     """
     scheme = get_scheme(scheme)
     if is_quantized(model):
-        raise ValueError(
+        raise UserError(
             f"the model is already quantised (scheme {getattr(model, 'quant_scheme', None)!r}); "
             "dequantize_model it first"
         )
@@ -87,7 +88,7 @@ def quantize_model(model: nn.Module, scheme: str | Scheme, *, skip=(), inplace: 
     problems = [p for name, (lin, fmt) in swaps.items() if (p := check_weight(name, lin, fmt, scheme))]
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise ValueError(
+        raise UserError(
             f"cannot quantise with scheme {scheme.name!r}:\n  " + "\n  ".join(problems[:10]) + more
         )
     built = {
@@ -117,8 +118,9 @@ def dequantize_model(model: nn.Module) -> nn.Module:
 def set_kernel_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Activation dtype of the int8 / int4 CPU kernels: bfloat16 (the default: fast) or float32 (exact).
 
-    A compiled decoder (`LLM(..., compile=True)`) stacks the experts' codes and scales when it is
-    built; set the kernel dtype before building one (a decoder built earlier keeps the old scales).
+    `trillion.engine.experts.stack_experts` (what `LLM(..., compile=True)` does when it is built)
+    stacks the experts' codes and scales; set the kernel dtype before it (stacks made earlier keep
+    the old scales).
     """
     for m in quantized_modules(model).values():
         m.set_kernel_dtype(dtype)

@@ -2,18 +2,24 @@
 
     GET  /health                 liveness (no API key needed)
     GET  /metrics                Prometheus text format
+    GET  /version                {"version": trillion's}
     GET  /v1/models              the served model
-    POST /v1/completions         text or token-id prompts
+    GET  /v1/models/{id}         the served model, or 404
+    POST /v1/completions         text or token-id prompts; echo + logprobs score the prompt
     POST /v1/chat/completions    DeepSeek-V4 chat format, reasoning, tool calls
+    POST /tokenize               vLLM's: text or chat messages -> the token ids the server runs
+    POST /detokenize             vLLM's: token ids -> text
 
 `stream: true` answers with server-sent events ending in `data: [DONE]`. A client that goes
 away cancels its sequences (a stream when the next write fails or the disconnect arrives; a
-non-streaming request when the disconnect arrives).
+non-streaming request when the disconnect arrives: it is answered 499, which nobody reads).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,15 +29,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.sampling import SamplingParams
-from .errors import APIError, NotFound, RequestError, error_body, sse_error, validation_error
+from .errors import APIError, RequestError, error_body, sse_error, validation_error
 from .gate import Gate
 from .protocol import ChatRequest, CompletionRequest, ModelCard, ModelList
 from .responses import ChatFormat, CompletionFormat
 from .service import ChatMode, Generation, Service
+from .tokenize import add_tokenizer_routes
 
 MAX_BODY_BYTES = 16 * 2**20
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the context left
-SAMPLING_PARAM_NAMES = {"max_new_tokens": "max_tokens", "logprobs": "logprobs"}
+# OpenAI's default for /v1/completions; chat defaults to Service.default_max_tokens (generation_config.json)
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+SAMPLING_PARAM_NAMES = {"max_new_tokens": "max_tokens", "logprobs": "logprobs", "prompt_logprobs": "prompt_logprobs"}
+log = logging.getLogger("trillion.serve")
 
 
 def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -49,6 +58,17 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
     app.state.service = service
     app.add_middleware(Gate, api_key=api_key, max_body_bytes=max_body_bytes, metrics=service.metrics)
     _handlers(app)
+    add_tokenizer_routes(app, service)
+    warned: set[str] = set()
+
+    def check(req) -> None:
+        """The model named (if any) is the served one; unused fields get a warning, once each."""
+        service.check_model(req.model)
+        new = [f for f in req.ignored() if f not in warned]
+        if new:
+            warned.update(new)
+            log.warning("requests set %s, which this server accepts and ignores (logged once per field)",
+                        ", ".join(new))
 
     @app.get("/health")
     async def health():
@@ -59,16 +79,31 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
     async def metrics():
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
+    @app.get("/version")
+    async def version():
+        from .. import __version__
+
+        return {"version": __version__}
+
+    def card() -> ModelCard:
+        return ModelCard(id=service.model_name, max_model_len=service.max_model_len)
+
     @app.get("/v1/models")
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=service.model_name, max_model_len=service.max_model_len)])
+        return ModelList(data=[card()])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        service.check_model(model_id)
+        return card()
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
-        _check_model(service, req.model)
+        check(req)
         prompts = req.prompt if isinstance(req.prompt, list) and not isinstance(req.prompt[0], int) else [req.prompt]
         ids = [service.text_prompt(p) for p in prompts]
-        params = _sampling(req, req.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS, req.logprobs)
+        limit = COMPLETIONS_DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+        params = _sampling(req, limit, req.logprobs, prompt_logprobs=req.prompt_scores)
         gens = []
         try:
             for p in ids:
@@ -86,13 +121,13 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
-        _check_model(service, req.model)
+        check(req)
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         ids = service.chat_prompt(messages, tools=tools, thinking=req.use_thinking,
                                   reasoning_effort=req.reasoning_effort, response_format=req.response_format)
-        limit = req.max_completion_tokens or req.max_tokens
-        params = _sampling(req, limit or max(service.tokens_left(ids), 1),
+        limit = next((v for v in (req.max_completion_tokens, req.max_tokens) if v is not None), None)
+        params = _sampling(req, service.default_limit(ids) if limit is None else limit,
                            (req.top_logprobs or 0) if req.logprobs else None)
         gen = await service.generate(ids, params, chat=ChatMode(thinking=req.use_thinking, tools=bool(tools)),
                                      stop=req.stop)
@@ -109,13 +144,7 @@ def create_app(service: Service, *, api_key: str | None = None, max_body_bytes: 
 # ---------------------------------------------------------------------- request -> Python API
 
 
-def _check_model(service: Service, model: str) -> None:
-    if model != service.model_name:
-        raise NotFound(f"the model {model!r} does not exist; this server serves {service.model_name!r}",
-                       param="model", code="model_not_found")
-
-
-def _sampling(req, max_new_tokens: int, logprobs: int | None) -> SamplingParams:
+def _sampling(req, max_new_tokens: int, logprobs: int | None, prompt_logprobs: int | None = None) -> SamplingParams:
     try:
         return SamplingParams(
             n=req.n, max_new_tokens=max_new_tokens,
@@ -125,7 +154,7 @@ def _sampling(req, max_new_tokens: int, logprobs: int | None) -> SamplingParams:
             repetition_penalty=req.repetition_penalty or 1.0,
             presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
             seed=req.seed, stop_token_ids=list(req.stop_token_ids or []), ignore_eos=req.ignore_eos,
-            logprobs=logprobs,
+            logprobs=logprobs, prompt_logprobs=prompt_logprobs,
         )
     except ValueError as e:  # "SamplingParams.top_p = 0 must be in (0, 1]"
         field = str(e).split(" ", 1)[0].removeprefix("SamplingParams.")
@@ -140,11 +169,14 @@ async def _collect(request: Request, gens: list[Generation]) -> bool:
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not work.done():
+        finished = work.done()
+        if not finished:  # the client left (or this handler was cancelled): stop the work, free the state
             work.cancel()
             for g in gens:
                 g.abort()
-    if work.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await work  # a cancelled gather is done only once its children are
+    if not finished:
         return False
     work.result()  # re-raise an engine failure
     return True

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware in front of every route: the API key, the body size limit, request counts."""
+"""Pure ASGI middleware in front of every route: the API key, the body size limit, JSON bodies
+whatever their content type, request counts."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import json
 
 from .errors import APIError, AuthError, TooLarge
 
-ENDPOINTS = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+ENDPOINTS = ("/health", "/metrics", "/version", "/v1/models", "/v1/completions", "/v1/chat/completions",
+             "/tokenize", "/detokenize")
+MODEL_PATH = "/v1/models/"  # + an id: counted as one endpoint
+JSON = b"application/json"
 
 
 class Gate:
     """Pure ASGI middleware in front of every route: API key, body size limit, request counts.
 
     The body is read here (up to the limit) and replayed to the app, so an oversized or endless
-    body is refused before anything parses it."""
+    body is refused before anything parses it. Every body is read as JSON: one sent without a
+    content type, or with curl's default `-d` type (form-urlencoded), is not refused for it."""
 
     def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics):
         self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body_bytes, metrics
@@ -41,9 +46,10 @@ class Gate:
                     return await _reply(send_counted, TooLarge(
                         f"the request body is larger than {self.max_body} bytes", code="request_too_large"))
                 receive = _replay(body, receive)
+                scope = _as_json(scope)
             await self.app(scope, receive, send_counted)
         finally:
-            self.metrics.requests.labels(path if path in ENDPOINTS else "other", str(status[0])).inc()
+            self.metrics.requests.labels(_endpoint(path), str(status[0])).inc()
 
     def _authorized(self, scope) -> bool:
         for k, v in scope["headers"]:
@@ -69,6 +75,20 @@ class Gate:
             if not msg.get("more_body"):
                 break
         return b"".join(chunks)
+
+
+def _endpoint(path: str) -> str:
+    if path in ENDPOINTS:
+        return path
+    return MODEL_PATH + "{id}" if path.startswith(MODEL_PATH) else "other"
+
+
+def _as_json(scope):
+    """The request with content-type application/json unless it says JSON already."""
+    headers = scope["headers"]
+    if any(k == b"content-type" and b"json" in v.lower() for k, v in headers):
+        return scope
+    return dict(scope, headers=[(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", JSON)])
 
 
 def _replay(body: bytes, receive):

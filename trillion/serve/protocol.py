@@ -3,8 +3,13 @@ a 400 naming it) and response models.
 
 Beyond OpenAI's fields, requests accept vLLM-style extras: `top_k`, `min_p`,
 `repetition_penalty`, `ignore_eos`, `stop_token_ids`, `return_token_ids` (each choice, and each
-stream chunk, carries its token ids); chat requests accept `thinking` (bool) next to
-`reasoning_effort` to choose DeepSeek's thinking mode.
+stream chunk, carries its token ids), `prompt_logprobs` (completions); chat requests accept
+`thinking` (bool) next to `reasoning_effort` to choose DeepSeek's thinking mode, and vLLM's
+`chat_template_kwargs` (its `thinking` / `enable_thinking` are honoured).
+
+OpenAI fields that change nothing here (IGNORED: `user`, `store`, `metadata`, ...) are accepted
+with any value; the server logs a warning the first time it sees each. `model` may be left out:
+one model is served.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 MAX_SEED = 2**62
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+# OpenAI request fields accepted and not used (what they ask for does not exist here)
+IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls")
+THINKING_KWARGS = ("thinking", "enable_thinking")  # chat_template_kwargs keys that choose the thinking mode
 
 
 class Strict(BaseModel):
@@ -32,8 +40,8 @@ class StreamOptions(Strict):
 
 
 class SamplingFields(Strict):
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
+    model: str | None = None  # optional: the one served model
+    max_tokens: int | None = Field(None, ge=0)  # 0: no new tokens (with echo and logprobs: scores the prompt)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=64)
@@ -44,7 +52,12 @@ class SamplingFields(Strict):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None  # accepted, unused
+    # IGNORED: accepted with any value, unused (a warning in the log)
+    user: Any = None
+    store: Any = None
+    metadata: Any = None
+    service_tier: Any = None
+    parallel_tool_calls: Any = None  # the model may always call several tools
     # extensions (vLLM's names)
     top_k: int | None = Field(None, ge=-1)  # -1 or 0: off
     min_p: float | None = Field(None, ge=0, le=1)
@@ -67,11 +80,16 @@ class SamplingFields(Strict):
         if v:
             raise ValueError("logit_bias is not supported by this server")
 
+    def ignored(self) -> list[str]:
+        """The IGNORED fields this request set."""
+        return [f for f in IGNORED if getattr(self, f) is not None]
+
 
 class CompletionRequest(SamplingFields):
     prompt: Annotated[str | list[int] | list[str] | list[list[int]], Field(min_length=1)]
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: int | None = Field(None, ge=0, le=20)  # with echo: the prompt tokens' too
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)  # vLLM's: per choice, keyed by token id
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
@@ -96,12 +114,18 @@ class CompletionRequest(SamplingFields):
             raise ValueError("best_of must equal n (or be left out): this server does not rank samples")
         return v
 
-    @field_validator("logprobs")
+    @field_validator("prompt_logprobs")
     @classmethod
-    def _echo_logprobs(cls, v, info: ValidationInfo):
-        if v is not None and info.data.get("echo"):
-            raise ValueError("echo with logprobs is not supported (no prompt log-probabilities)")
+    def _prompt_logprobs(cls, v, info: ValidationInfo):
+        if v is not None and info.data.get("stream"):
+            raise ValueError("prompt_logprobs is not available with stream: true (echo with logprobs is)")
         return v
+
+    @property
+    def prompt_scores(self) -> int | None:
+        """How many alternatives to score per prompt token (None: prompt tokens are not scored)."""
+        asked = [k for k in (self.prompt_logprobs, self.logprobs if self.echo else None) if k is not None]
+        return max(asked) if asked else None
 
 
 class TextPart(Strict):
@@ -196,18 +220,36 @@ class Tool(Strict):
     function: FunctionDef
 
 
+def thinking_mode(thinking: bool | None, template_kwargs: dict | None, effort: str | None) -> bool:
+    """`thinking` if given, else chat_template_kwargs' `thinking` / `enable_thinking`, else any
+    reasoning_effort other than none / minimal."""
+    if thinking is not None:
+        return thinking
+    for k in THINKING_KWARGS:
+        if template_kwargs and k in template_kwargs:
+            return template_kwargs[k]
+    return effort not in (None, "none", "minimal")
+
+
 class ChatRequest(SamplingFields):
     messages: Annotated[list[Message], Field(min_length=1)]
     tools: list[Tool] | None = Field(None, max_length=128)
     tool_choice: str | dict | None = None
-    parallel_tool_calls: bool | None = None  # accepted; the model may always call several
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=0)
     reasoning_effort: Literal[EFFORTS] | None = None  # type: ignore[valid-type]
     thinking: bool | None = None
     response_format: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None  # accepted, unused
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's; `thinking` / `enable_thinking` are used
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, v):
+        for k in THINKING_KWARGS:
+            if v and k in v and not isinstance(v[k], bool):
+                raise ValueError(f"chat_template_kwargs.{k} must be true or false, got {v[k]!r}")
+        return v
 
     @field_validator("tool_choice")
     @classmethod
@@ -232,10 +274,11 @@ class ChatRequest(SamplingFields):
 
     @property
     def use_thinking(self) -> bool:
-        """Thinking mode: `thinking` if given, else any reasoning_effort other than none/minimal."""
-        if self.thinking is not None:
-            return self.thinking
-        return self.reasoning_effort not in (None, "none", "minimal")
+        return thinking_mode(self.thinking, self.chat_template_kwargs, self.reasoning_effort)
+
+    def ignored(self) -> list[str]:
+        extra = [f"chat_template_kwargs.{k}" for k in (self.chat_template_kwargs or {}) if k not in THINKING_KWARGS]
+        return super().ignored() + extra
 
 
 # ---------------------------------------------------------------------- responses
@@ -261,10 +304,20 @@ class ModelList(BaseModel):
 
 
 class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy shape; with echo the prompt tokens come first, the first of them scored None."""
+
     tokens: list[str] = []
-    token_logprobs: list[float] = []
-    top_logprobs: list[dict[str, float]] | None = None
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int] = []
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's entry for one candidate token of one prompt position."""
+
+    logprob: float
+    rank: int
+    decoded_token: str
 
 
 class CompletionChoice(BaseModel):
@@ -273,6 +326,7 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     token_ids: list[int] | None = None
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None  # keyed by token id
 
 
 class CompletionResponse(BaseModel):

@@ -1,14 +1,22 @@
 """Python API results -> OpenAI responses: whole answers, and the server-sent events of a stream.
 
-Completions: one chunk per choice per engine step that showed something. Chat: a first chunk
+Completions: one chunk per choice per engine step that showed something; with echo, a chunk
+with the prompt first (with logprobs, once the prefill has scored it). Chat: a first chunk
 with the role, then reasoning_content / content / tool_calls deltas (a tool call's id and name
 in its first delta, its JSON arguments in pieces), the finish reason, and with
-`stream_options.include_usage` a last chunk with no choices and the usage.
+`stream_options.include_usage` a last chunk with no choices and the usage. Every choice of every
+chunk carries `finish_reason` (null but in its last chunk) and `logprobs`, as OpenAI's do.
+
+Prompt log-probabilities come in two shapes: OpenAI's legacy `echo` + `logprobs` (the prompt's
+tokens first in `logprobs`, the first token's entry null) and vLLM's `prompt_logprobs` (per
+prompt position null or {token id: {logprob, rank, decoded_token}}: the prompt token, then the
+top alternatives).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +35,7 @@ from .protocol import (
     CompletionRequest,
     CompletionResponse,
     FunctionCallOut,
+    PromptLogprob,
     TokenLogprob,
     ToolCallOut,
     TopLogprob,
@@ -37,7 +46,12 @@ from .text import token_bytes
 
 
 def sse_data(model) -> str:
-    return f"data: {model.model_dump_json(exclude_none=True)}\n\n"
+    """One event: fields that are None are left out, except each choice's finish_reason and logprobs."""
+    data = model.model_dump(exclude_none=True)
+    for choice in data.get("choices", []):
+        choice.setdefault("logprobs", None)
+        choice.setdefault("finish_reason", None)
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 async def merged(gens: list[Generation]) -> AsyncIterator[tuple[int, list[ChoiceDelta]]]:
@@ -84,21 +98,49 @@ class CompletionFormat:
         self.s, self.req, self.prompts, self.gens = service, req, prompts, gens
         self.id, self.created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
-    def _logprobs(self, lps: list[dict], offset: int) -> CompletionLogprobs | None:
-        if self.req.logprobs is None:
-            return None
-        out = CompletionLogprobs(top_logprobs=[] if self.req.logprobs else None)
-        for lp in lps:
-            text = _token_text(self.s, lp["token"])
+    def _logprobs(self, entries: list[tuple[int, dict | None]], offset: int) -> tuple[CompletionLogprobs, int]:
+        """(token, engine logprob entry or None) pairs -> OpenAI's legacy logprobs, and the offset after them."""
+        top_n = self.req.logprobs
+        out = CompletionLogprobs(top_logprobs=[] if top_n else None)
+        for token, lp in entries:
+            text = token_text(self.s, token)
             out.tokens.append(text)
-            out.token_logprobs.append(lp["logprob"])
+            out.token_logprobs.append(None if lp is None else lp["logprob"])
             out.text_offset.append(offset)
             offset += len(text)
             if out.top_logprobs is not None:
-                top: dict[str, float] = {}
-                for t, v in lp["top"]:  # keyed by text: tokens that print alike keep the best
-                    top.setdefault(_token_text(self.s, t), v)
+                top: dict[str, float] | None = None
+                if lp is not None:
+                    top = {}
+                    for t, v in lp["top"][:top_n]:  # keyed by text: tokens that print alike keep the best
+                        top.setdefault(token_text(self.s, t), v)
                 out.top_logprobs.append(top)
+        return out, offset
+
+    def _prompt_entries(self, k: int, scores: list | None) -> list[tuple[int, dict | None]]:
+        return list(zip(self.gens[k].ticket.prompt_ids, scores or []))
+
+    def _choice_logprobs(self, k: int, c) -> CompletionLogprobs | None:
+        if self.req.logprobs is None:
+            return None
+        entries = self._prompt_entries(k, c.prompt_logprobs) if self.req.echo else []
+        return self._logprobs(entries + [(lp["token"], lp) for lp in c.logprobs], 0)[0]
+
+    def _prompt_logprobs(self, k: int, c) -> list[dict[str, PromptLogprob] | None] | None:
+        """vLLM's prompt_logprobs: the prompt token's own entry, then the top alternatives."""
+        top_n = self.req.prompt_logprobs
+        if top_n is None:
+            return None
+        out: list[dict[str, PromptLogprob] | None] = []
+        for token, lp in self._prompt_entries(k, c.prompt_logprobs):
+            if lp is None:
+                out.append(None)
+                continue
+            entry = {str(token): PromptLogprob(logprob=lp["logprob"], rank=lp["rank"],
+                                               decoded_token=token_text(self.s, token))}
+            for rank, (t, v) in enumerate(lp["top"][:top_n], 1):
+                entry.setdefault(str(t), PromptLogprob(logprob=v, rank=rank, decoded_token=token_text(self.s, t)))
+            out.append(entry)
         return out
 
     def _echo(self, k: int) -> str:
@@ -113,25 +155,32 @@ class CompletionFormat:
             for c in g.choices:
                 choices.append(CompletionChoice(
                     index=k * n + c.index, text=self._echo(k) + c.text, finish_reason=c.finish_reason,
-                    logprobs=self._logprobs(c.logprobs, 0), token_ids=c.token_ids if self.req.return_token_ids else None))
+                    logprobs=self._choice_logprobs(k, c), prompt_logprobs=self._prompt_logprobs(k, c),
+                    token_ids=c.token_ids if self.req.return_token_ids else None))
         return CompletionResponse(id=self.id, created=self.created, model=self.s.model_name, choices=choices,
                                   usage=total_usage(self.gens))
 
     async def stream(self) -> AsyncIterator[str]:
         n = self.req.n
         offsets: dict[int, int] = {}
-        if self.req.echo:
+        scored_echo = self.req.echo and self.req.logprobs is not None  # the echo waits for the prompt's scores
+        if self.req.echo and not scored_echo:
             for k in range(len(self.gens)):
                 for i in range(n):
                     yield sse_data(self._chunk([CompletionChoice(index=k * n + i, text=self._echo(k))]))
         async for k, deltas in merged(self.gens):
             for d in deltas:
+                idx = k * n + d.index
+                if scored_echo and d.prompt_logprobs is not None:
+                    lps, offsets[idx] = self._logprobs(self._prompt_entries(k, d.prompt_logprobs), 0)
+                    yield sse_data(self._chunk([CompletionChoice(index=idx, text=self._echo(k), logprobs=lps)]))
                 if not (d.text or d.finish_reason or d.logprobs or self.req.return_token_ids):
                     continue
-                idx = k * n + d.index
                 off = offsets.get(idx, 0)
-                choice = CompletionChoice(index=idx, text=d.text, finish_reason=d.finish_reason,
-                                          logprobs=self._logprobs(d.logprobs, off),
+                lps = None
+                if self.req.logprobs is not None:
+                    lps = self._logprobs([(lp["token"], lp) for lp in d.logprobs], off)[0]
+                choice = CompletionChoice(index=idx, text=d.text, finish_reason=d.finish_reason, logprobs=lps,
                                           token_ids=d.token_ids if self.req.return_token_ids else None)
                 offsets[idx] = off + len(d.text)
                 yield sse_data(self._chunk([choice]))
@@ -202,7 +251,7 @@ def _tool_call_pieces(pieces: list[tuple[int, str | None, str | None, str]]) -> 
     return out
 
 
-def _token_text(service: Service, token_id: int) -> str:
+def token_text(service: Service, token_id: int) -> str:
     if service.tokenizer is None:
         return f"token_id:{token_id}"
     return token_bytes(service.tokenizer, token_id).decode("utf-8", errors="replace")

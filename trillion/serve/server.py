@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -18,7 +19,9 @@ import torch
 from ..engine.engine import Engine
 from ..tokenizer import Tokenizer
 from .app import create_app
-from .service import Service
+from .service import DEFAULT_MAX_TOKENS, Service
+
+GENERATION_CONFIG = "generation_config.json"
 
 
 def load_service(
@@ -31,12 +34,19 @@ def load_service(
     max_model_len: int | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    default_max_tokens: int | None = None,
     **engine_options,
 ) -> Service:
     """A checkpoint folder (its tokenizer.json is found next to it) or a flavor name (random
     weights, no tokenizer unless `tokenizer` is given) -> a Service. `engine_options` go to
-    `Engine` (prefill_chunk, page_size, kv_cache_tokens, speculative, num_draft_tokens)."""
+    `Engine` (prefill_chunk, page_size, kv_cache_tokens, speculative, num_draft_tokens, compile).
+
+    `default_max_tokens` caps chat answers whose request sets no limit; None: the folder's
+    generation_config.json `max_new_tokens`, else DEFAULT_MAX_TOKENS."""
     from ..checkpoint import load_model
+
+    if default_max_tokens is None:
+        default_max_tokens = generation_max_new_tokens(model) or DEFAULT_MAX_TOKENS
 
     m = load_model(str(model), dtype=dtype, seed=seed).eval()
     tok = None
@@ -47,9 +57,23 @@ def load_service(
     if tok is not None and tok.vocab_size > m.cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {m.cfg.vocab_size}")
     # the engine speaks token ids: text is made above it, by the service
-    engine = Engine(m, None, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
+    engine = Engine(m, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
     name = model_name or (Path(str(model)).name if Path(str(model)).is_dir() else str(model))
-    return Service(engine, tok, model_name=name, max_queue=max_queue)
+    return Service(engine, tok, model_name=name, max_queue=max_queue, default_max_tokens=default_max_tokens)
+
+
+def generation_max_new_tokens(model: str | Path) -> int | None:
+    """`max_new_tokens` of a model folder's generation_config.json (None: no such file or key)."""
+    path = Path(str(model)) / GENERATION_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("max_new_tokens")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a JSON object ({e})") from None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{path}: max_new_tokens must be an integer >= 1, got {value!r}")
+    return value
 
 
 def serve(service: Service, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

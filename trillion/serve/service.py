@@ -20,13 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..chat import OutputParser, ToolCall, encode_messages
+from ..checkpoint.side_files import DEFAULT_MAX_NEW_TOKENS
 from ..engine.engine import Engine
 from ..engine.sampling import SamplingParams
-from ..tokenizer import Tokenizer
-from .errors import APIError, RequestError
+from ..tokenizer import TextStream, Tokenizer
+from .errors import APIError, NotFound, RequestError
 from .metrics import Metrics
-from .text import TextStream
 from .worker import EngineWorker, Ticket
+
+# New tokens of a chat answer when neither the request nor the model's generation_config.json says:
+# the number trillion writes into generation_config.json (DeepSeek's API default for max_tokens).
+DEFAULT_MAX_TOKENS = DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ChoiceDelta:
     tool_calls: list[tuple[int, str | None, str | None, str]] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)  # the engine's {"token", "logprob", "top"}
+    prompt_logprobs: list[dict | None] | None = None  # in the choice's first delta, when asked for
     finish_reason: str | None = None
 
 
@@ -61,6 +66,7 @@ class Choice:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    prompt_logprobs: list[dict | None] | None = None  # one per prompt token (the first None), when asked for
     finish_reason: str | None = None
 
     @property
@@ -122,6 +128,8 @@ class Generation:
             if c.finish_reason is not None:  # ended already (a stop string earlier in this step, an abort)
                 continue
             d = out.setdefault(it.index, ChoiceDelta(it.index))
+            if it.prompt_logprobs is not None:
+                c.prompt_logprobs = d.prompt_logprobs = it.prompt_logprobs
             text = ""
             if it.token_id is not None:
                 c.token_ids.append(it.token_id)
@@ -150,7 +158,7 @@ class Generation:
         if stopped:
             self.worker.abort(self.ticket, stopped)
         return [d for d in out.values() if d.text or d.reasoning or d.content or d.tool_calls or d.token_ids
-                or d.finish_reason]
+                or d.finish_reason or d.prompt_logprobs is not None]
 
     def _text(self, c: Choice, d: ChoiceDelta, text: str) -> None:
         if not text:
@@ -169,9 +177,16 @@ class Generation:
 
 
 class Service:
+    """`default_max_tokens` caps a chat answer whose request sets no limit (the model folder's
+    generation_config.json `max_new_tokens` when `load_service` finds one, else DEFAULT_MAX_TOKENS)."""
+
     def __init__(self, engine: Engine, tokenizer: Tokenizer | None, *, model_name: str,
-                 max_queue: int = 64, metrics: Metrics | None = None):
+                 max_queue: int = 64, metrics: Metrics | None = None,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS):
+        if default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens = {default_max_tokens} must be >= 1")
         self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.default_max_tokens = default_max_tokens
         self.metrics = metrics or Metrics()
         self.worker = EngineWorker(engine, self.metrics, max_queue=max_queue)
         cfg = engine.cfg
@@ -181,6 +196,12 @@ class Service:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    def check_model(self, model: str | None) -> None:
+        """A request's `model`: the served one, or None (one model is served)."""
+        if model is not None and model != self.model_name:
+            raise NotFound(f"the model {model!r} does not exist; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
     def start(self) -> None:
         self.worker.start()
 
@@ -189,7 +210,7 @@ class Service:
 
     # ------------------------------------------------------------------ prompts
 
-    def _need_tokenizer(self, what: str) -> Tokenizer:
+    def need_tokenizer(self, what: str) -> Tokenizer:
         if self.tokenizer is None:
             raise RequestError(f"{what} needs a tokenizer, and this model has none (serve a checkpoint folder "
                                "with tokenizer.json, or pass --tokenizer); send token ids instead", param="prompt")
@@ -197,7 +218,7 @@ class Service:
 
     def text_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
-            ids = self._need_tokenizer("a text prompt").encode(prompt)
+            ids = self.need_tokenizer("a text prompt").encode_prompt(prompt, bos_token_id=self.engine.cfg.bos_token_id)
             if not ids:
                 raise RequestError("the prompt is empty", param="prompt")
             return ids
@@ -212,7 +233,7 @@ class Service:
         """OpenAI messages -> the V4 chat prompt's token ids. OpenAI's "developer" role is a system
         turn here (DeepSeek's own developer role is internal to its search agent); tools and a
         response format go on the first system turn (one is added when there is none)."""
-        tok = self._need_tokenizer("chat")
+        tok = self.need_tokenizer("chat")
         msgs = [dict(m, role="system") if m["role"] == "developer" else dict(m) for m in messages]
         if msgs[-1]["role"] not in ("user", "tool"):
             raise RequestError(f"the last message must be from the user or a tool, not {msgs[-1]['role']!r}",
@@ -232,6 +253,10 @@ class Service:
 
     def tokens_left(self, prompt_ids: list[int]) -> int:
         return self.max_model_len - len(prompt_ids)
+
+    def default_limit(self, prompt_ids: list[int]) -> int:
+        """New tokens for a request that names no limit: the default cap, within the context left."""
+        return max(min(self.default_max_tokens, self.tokens_left(prompt_ids)), 1)
 
     # ------------------------------------------------------------------ generation
 

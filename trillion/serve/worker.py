@@ -35,6 +35,7 @@ class TokenOut:
     token_id: int | None
     finish_reason: str | None = None
     logprob: dict | None = None
+    prompt_logprobs: list | None = None  # on a sequence's first event, when it asked for them
 
 
 class Ticket:
@@ -189,15 +190,16 @@ class EngineWorker:
             if t is None:  # cancelled meanwhile
                 continue
             lp = None
+            sent, last = self._seen[s.id]
+            scores = list(s.prompt_logprobs) if sent == 0 and s.params.prompt_logprobs is not None else None
             if ev.token_id is not None:
-                sent, last = self._seen[s.id]
                 if s.params.logprobs is not None and sent < len(s.logprobs):
                     lp = s.logprobs[sent]
                 (m.ttft if sent == 0 else m.itl).observe(now - last)
                 m.generation_tokens.inc()
                 self._seen[s.id] = (sent + 1, now)
             batches.setdefault(id(t), (t, []))[1].append(
-                TokenOut(s.index, ev.token_id, s.finish_reason if ev.finished else None, lp))
+                TokenOut(s.index, ev.token_id, s.finish_reason if ev.finished else None, lp, scores))
             if ev.finished:
                 self.tickets.pop(s.id, None)
                 self._seen.pop(s.id, None)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..model.moe import Gate
 
 
@@ -89,7 +90,7 @@ def hash_table(counts: torch.Tensor, n_experts: int, k: int, shift: int = 0) -> 
     `shift` rotates the expert ids (a different table per hash layer).
     """
     if k > n_experts:
-        raise ValueError(f"cannot give each token {k} distinct experts out of {n_experts}")
+        raise UserError(f"cannot give each token {k} distinct experts out of {n_experts}")
     weight = (counts.double() + 1.0).tolist()
     noise = torch.rand(len(weight), n_experts, generator=torch.Generator().manual_seed(len(weight))).tolist()
     order = sorted(range(len(weight)), key=lambda i: (-weight[i], i))

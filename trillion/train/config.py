@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 # Fields that may differ between a run and its resumption without changing the losses so far.
 RESUME_FREE = frozenset(
     {
@@ -33,7 +35,8 @@ RESUME_FREE = frozenset(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One `trillion train` run. `flavor`: a FLAVORS name or a config.json path; `out`: the run folder."""
+    """One `trillion train` run. `flavor`: a FLAVORS name, a shipped model's name (its config) or a
+    config.json path; `out`: the run folder."""
 
     flavor: str = "demo"
     data: tuple[str, ...] = ("stdlib",)
@@ -50,6 +53,10 @@ class TrainConfig:
     steps: int = 800
     lr: float = 5e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    # The cosine reaches its floor at this step; later steps hold lr * min_lr_ratio. None: `steps`.
+    # `--resume --steps N` past a run's end keeps the run's own value, so the steps already taken
+    # keep their schedule (optim.lr_factor).
+    decay_steps: int | None = None
     warmup: int = 50
     weight_decay: float = 0.1
     clip: float = 1.0
@@ -90,12 +97,14 @@ class TrainConfig:
             "keep": self.keep >= 1,
             "lr": self.lr > 0,
             "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
+            "decay_steps": self.decay_steps is None or self.decay_steps >= 1,
+            "threads": self.threads is None or self.threads >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"TrainConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise UserError(f"TrainConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
         if not self.data:
-            raise ValueError("TrainConfig: data is empty; give 'stdlib' or paths of text files or folders")
+            raise UserError("TrainConfig: data is empty; give 'stdlib' or paths of text files or folders")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -110,12 +119,15 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+            raise UserError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, TypeError) as e:  # not JSON, or not these settings
+            raise UserError(f"{path}: not a training configuration ({e})") from None
 
     def trajectory_diff(self, other: TrainConfig) -> list[str]:
         """Fields (outside RESUME_FREE) whose values differ: a resume with these would not be exact."""

@@ -21,6 +21,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
+
 STDLIB = "stdlib"
 SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", ".git"})
 
@@ -59,7 +61,7 @@ def _documents(source: str):
     if path.is_file():
         text = _read_text(path)
         if text is None:
-            raise ValueError(f"{path}: not UTF-8 text; training data must be text files")
+            raise UserError(f"{path}: not UTF-8 text; training data must be text files")
         yield Document(path.as_posix(), text)
     elif path.is_dir():
         for p in _walk(path):
@@ -99,7 +101,7 @@ def heldout_score(name: str) -> float:
 def split(docs: list[Document], heldout: float) -> tuple[list[Document], list[Document]]:
     """(train, held-out) by name hash; both keep name order and neither is empty (given >= 2 docs)."""
     if len(docs) < 2:
-        raise ValueError(f"need at least 2 documents to hold one out for evaluation; found {len(docs)}")
+        raise UserError(f"need at least 2 documents to hold one out for evaluation; found {len(docs)}")
     scores = [heldout_score(d.name) for d in docs]
     held = {i for i, s in enumerate(scores) if s < heldout}
     if not held:  # tiny corpora: hold out the document with the lowest score

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .tokenizer import BOS_ID, EOS_ID
 
 
@@ -38,7 +39,7 @@ def sequences(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
     """stream [N] -> [S, T + 1] windows with stride T (each shares its last token with the next)."""
     n = (stream.numel() - 1) // seq_len
     if n < 1:
-        raise ValueError(
+        raise UserError(
             f"the token stream has {stream.numel()} tokens, fewer than one sequence of seq_len + 1 = "
             f"{seq_len + 1}; use more data or a shorter --seq-len"
         )
@@ -65,7 +66,7 @@ class Batches:
 
     def __init__(self, seqs: torch.Tensor, batch: int, seed: int, cursor: Cursor | None = None):
         if seqs.shape[0] < batch:
-            raise ValueError(
+            raise UserError(
                 f"the training split has {seqs.shape[0]} sequences, fewer than one batch of {batch}; "
                 "use more data, a smaller --batch or a shorter --seq-len"
             )

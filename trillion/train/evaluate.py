@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_model
+from ..errors import UserError
 from .data import sequences
 from .dataset import heldout_stream
 from .objective import evaluate
@@ -26,7 +27,12 @@ DEFAULTS = {"data": ["stdlib"], "heldout": 0.02, "max_docs": None, "seq_len": 25
 def training_info(folder: Path) -> dict[str, Any]:
     """The folder's training.json ({} when absent, e.g. a checkpoint not written by `trillion train`)."""
     path = Path(folder) / "training.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
 def evaluate_folder(

@@ -13,6 +13,9 @@ Steps:
      its tokenizer and `training.json`, what `trillion eval` and the engine read) and the charts.
 
 Resuming is exact: the losses after a resume equal those of an uninterrupted run (same threads).
+`--resume --steps N` with N past the run's end extends it: the learning rate keeps the run's own
+schedule (its cosine ends where it ended, `decay_steps`) and holds the floor for the new steps, so the
+extended run equals an uninterrupted one with `--steps N --decay-steps <old end>`.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from pathlib import Path
 
 import torch
 
+from ..assets import SHIPPED, shipped_model
 from ..checkpoint import load_model, save_model
 from ..config import ModelConfig
+from ..errors import UnknownName, UserError
 from ..flavors import FLAVORS
 from . import balance, metrics, objective, optim, state
 from .config import TrainConfig
@@ -59,12 +64,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     existing = state.list_checkpoints(run)
     resuming = bool(cfg.resume and existing)
     if existing and not cfg.resume:
-        raise ValueError(
+        raise UserError(
             f"{run}: already holds checkpoints (last: {existing[-1][1].name}); pass --resume to continue "
             "that run, or choose a new --out"
         )
     if resuming:
-        _check_same_run(run, cfg)
+        cfg = _continue_run(run, cfg, existing[-1][0])
     (run / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     mcfg = model_config(cfg)
@@ -80,7 +85,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if tok is None:
         ds.tokenizer.save(str(run / TOKENIZER))
     if ds.tokenizer.get_vocab_size() > mcfg.vocab_size:
-        raise ValueError(
+        raise UserError(
             f"tokenizer has {ds.tokenizer.get_vocab_size()} tokens; the model's vocab is {mcfg.vocab_size}"
         )
     train_seqs, held_seqs = sequences(ds.train, cfg.seq_len), sequences(ds.heldout, cfg.seq_len)
@@ -167,13 +172,20 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    """The run's model: a flavor name or a config.json path, with --vocab-size applied."""
+    """The run's model: a flavor name, a shipped model's name (its config.json: `demo` is the recipe of
+    the shipped demo model) or a config.json path, with --vocab-size applied."""
+    shipped = shipped_model(cfg.flavor)
     if cfg.flavor in FLAVORS:
         mcfg = FLAVORS[cfg.flavor]
+    elif shipped is not None:
+        mcfg = ModelConfig.from_file(shipped / "config.json")
     elif Path(cfg.flavor).is_file():
         mcfg = ModelConfig.from_file(cfg.flavor)
     else:
-        raise KeyError(f"{cfg.flavor!r} is neither a flavor ({', '.join(FLAVORS)}) nor a config.json file")
+        raise UnknownName(
+            f"{cfg.flavor!r} is neither a flavor ({', '.join(FLAVORS)}), a shipped model "
+            f"({', '.join(SHIPPED)}) nor a config.json file"
+        )
     return mcfg.replace(vocab_size=cfg.vocab_size) if cfg.vocab_size else mcfg
 
 
@@ -200,8 +212,7 @@ def _save(run: Path, model, opts, st: state.TrainerState, cfg: TrainConfig) -> N
 
 def export(model, dest: Path, tokenizer_file: Path, cfg: TrainConfig, final: dict, ds) -> Path:
     """RUN/model: weights (hf layout), tokenizer and training.json (what `trillion eval` reproduces)."""
-    save_model(model, dest, layout="hf")
-    (dest / TOKENIZER).write_bytes(Path(tokenizer_file).read_bytes())
+    save_model(model, dest, layout="hf", copy_files_from=tokenizer_file)  # + tokenizer/generation configs
     info = {
         "data": list(cfg.data),
         "heldout": cfg.heldout,
@@ -221,16 +232,39 @@ def export(model, dest: Path, tokenizer_file: Path, cfg: TrainConfig, final: dic
     return dest
 
 
-def _check_same_run(run: Path, cfg: TrainConfig) -> None:
+def _continue_run(run: Path, cfg: TrainConfig, done: int) -> TrainConfig:
+    """The settings a resumed run goes on with: the run's own, with a later end if `cfg.steps` moves it.
+
+    Refuses settings that would change the steps already taken (a resume would not be exact).
+    """
     path = run / CONFIG
     if not path.is_file():
-        return
-    diff = TrainConfig.from_file(path).trajectory_diff(cfg)
+        return cfg
+    before = TrainConfig.from_file(path)
+    if cfg.steps != before.steps:
+        if cfg.steps < max(before.steps, done):
+            raise UserError(
+                f"{path}: --resume with --steps {cfg.steps} would end the run before its {before.steps} steps; "
+                "--steps can only grow (use --stop-after to stop early)"
+            )
+        if cfg.decay_steps is None:  # keep the run's schedule: the new steps run at its floor
+            cfg = cfg.replace(decay_steps=before.decay_steps or before.steps)
+        if cfg.progress:
+            print(
+                f"extending {run} from {before.steps} to {cfg.steps} steps: the learning rate keeps its cosine "
+                f"to step {cfg.decay_steps} and then holds {cfg.lr * cfg.min_lr_ratio:g}",
+                file=sys.stderr,
+            )
+    def schedule(c: TrainConfig) -> TrainConfig:  # decay_steps None means `steps`: compare what runs
+        return c.replace(decay_steps=c.decay_steps or c.steps)
+
+    diff = [k for k in schedule(before).trajectory_diff(schedule(cfg)) if k != "steps"]
     if diff:
-        raise ValueError(
+        raise UserError(
             f"{path}: --resume with different settings ({', '.join(diff)}) would not continue the same run; "
             "use the original settings or a new --out"
         )
+    return cfg
 
 
 def _progress(cfg: TrainConfig, start: int, last: int):

@@ -11,8 +11,9 @@
   RMSNorm weights, plus attention sinks and the compressors' positional biases (`ape`). Weight
   decay on its matrices only.
 * Neither touches the routers' balancing `bias`: balance.update_bias moves it outside the gradient.
-* Schedule: linear warm-up, then cosine decay to `min_lr_ratio * lr` at the last step. It is a pure
-  function of the step, so resuming needs no scheduler state.
+* Schedule: linear warm-up, then cosine decay to `min_lr_ratio * lr` at the last step (or at
+  `decay_steps`, after which the rate stays at that floor: how a finished run is extended). It is
+  a pure function of the step, so resuming needs no scheduler state.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate at (0-based) `step`."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
+    span = max(1, (cfg.decay_steps or cfg.steps) - cfg.warmup)
     progress = min(1.0, (step - cfg.warmup) / span)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoint import load_model, save_model
 from ..checkpoint.atomic import atomic_folder
+from ..checkpoint.save import write_safetensors
+from ..errors import UserError
 from .data import Cursor
 
 STATE_JSON = "trainer_state.json"
@@ -83,7 +85,7 @@ def _restore_optimizer(
     for g in meta["param_groups"]:
         missing = [n for n in g["params"] if n not in index]
         if missing:
-            raise ValueError(f"optimizer {name!r} state names parameters the model lacks: {missing[:5]}")
+            raise UserError(f"optimizer {name!r} state names parameters the model lacks: {missing[:5]}")
         groups.append({**g, "params": [index[n] for n in g["params"]]})
     state: dict[int, dict[str, Any]] = {}
     prefix = f"optim/{name}/"
@@ -116,9 +118,8 @@ def save_checkpoint(
         tensors.update(t)
         meta[name] = m
     with atomic_folder(dest) as tmp:
-        save_model(model, tmp, layout="hf")
-        shutil.copy2(tokenizer_file, tmp / "tokenizer.json")
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
+        save_model(model, tmp, layout="hf", copy_files_from=tokenizer_file)
+        write_safetensors(tmp / STATE_TENSORS, tensors)
         doc = {
             "step": state.step,
             "cursor": state.cursor.to_dict(),
@@ -146,7 +147,7 @@ def load_checkpoint(
     tensors = load_file(str(path / STATE_TENSORS))
     for name, opt in opts.items():
         if name not in doc["optimizers"]:
-            raise ValueError(f"{path / STATE_JSON}: no state for optimizer {name!r}")
+            raise UserError(f"{path / STATE_JSON}: no state for optimizer {name!r}")
         _restore_optimizer(name, opt, doc["optimizers"][name], tensors)
     rng = {k.removeprefix("rng/"): v for k, v in tensors.items() if k.startswith("rng/")}
     state = TrainerState(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import UserError
+
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 PAD = "<｜▁pad▁｜>"
@@ -39,7 +41,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency: int
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(
+        raise UserError(
             f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "
             f"{len(SPECIAL_TOKENS)} special tokens"
         )
@@ -76,7 +78,7 @@ def check_specials(tok, where: str) -> None:
     for want, name in ((BOS_ID, BOS), (EOS_ID, EOS)):
         got = tok.token_to_id(name)
         if got != want:
-            raise ValueError(
+            raise UserError(
                 f"{where}: {name} has id {got}; expected {want} (the model config's bos/eos ids)"
             )
 

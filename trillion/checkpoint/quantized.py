@@ -2,13 +2,17 @@
 
 Files. The release's names (the "deepseek" layout: our names), one safetensors file or shards with an
 index, and config.json = the model config + `"quantization_config": scheme.to_config()` (+
-`"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release). A quantised Linear stores
+`"expert_dtype": "fp4"` when routed experts are MXFP4, as in the release; + `modules_to_not_convert`,
+transformers' key, naming the modules the scheme covers that `skip` left in float). A quantised Linear stores
 `NAME.weight` (codes) and `NAME.scale` in its format's dtypes (linear.py); every other tensor is
-stored exactly as the model holds it, so save -> load gives the same logits. For `v4-release` this is
+stored as the model holds it, or in the compute dtype `save_model(..., dtype=)` names (float32 for
+what DeepSeek keeps in float32): a quantised copy of a bf16 model stores its embedding, head and the
+rest in bf16, not float32. Either way save -> load gives the same logits when the values are exact
+in that dtype (as a bf16 source's are). For `v4-release` this is
 the official layout: FP8 E4M3 + UE8M0 [ceil(N/128), ceil(K/128)] and packed E2M1 int8 + UE8M0
 [N, K/32], with the release's quantization_config keys.
 
-Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
+Loading (`load_model` calls `stored_scheme`, then the one fill loop of load.py):
   1. config.json names the scheme (`quantization_config.scheme`), or the caller asks for v4-release
      on a release checkpoint (DeepSeek's own config has no scheme key);
   2. build the model on meta, cast it, swap in empty quantised modules (quantize_model on meta);
@@ -16,69 +20,105 @@ Loading (`load_model` calls `stored_scheme`, then `load_quantized`):
      must have exactly their format's dtype and shape, float tensors the right shape; every mismatch
      (naming the file, the tensor and what was expected) is raised at once, before data is read;
   4. read shard by shard; a quantised module is filled once all its tensors are read.
+
+This module builds on trillion.quant (the quantised modules and schemes); trillion.quant knows
+nothing of checkpoints.
 """
 
 from __future__ import annotations
 
-import sys
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint.dtype import dtype_name
-from ..checkpoint.errors import CheckpointError, listing
-from ..checkpoint.header import TensorInfo
-from ..checkpoint.index import checkpoint_tensors, shard_files
-from ..checkpoint.layouts import DEEPSEEK, detect_layout
-from ..checkpoint.plan import PLAIN_FLOATS, Plan
 from ..config import ModelConfig
 from ..model import Transformer
 from ..model.dtypes import cast_model, param_dtype
-from .linear import QuantLinear
-from .schemes import Scheme, get_scheme
-from .swap import dequantize_model, quantize_model, quantized_modules
+from ..quant.linear import QuantLinear
+from ..quant.schemes import Scheme, get_scheme
+from ..quant.swap import dequantize_model, quantize_model, quantized_modules
+from .dtype import dtype_name
+from .errors import CheckpointError
+from .header import TensorInfo
+from .layouts import DEEPSEEK, detect_layout
+from .plan import PLAIN_FLOATS, Entry, Plan
+from .save import write_checkpoint
 
 NO_QUANT = (False, "none")
+KEEP_FLOAT = "modules_to_not_convert"  # transformers' key for the modules a quantisation leaves in float
 
 
 # ---------------------------------------------------------------------------------------------- save
 
 
-def quantization_entries(scheme: Scheme) -> dict:
-    """The keys a quantised checkpoint's config.json adds."""
+def quantization_entries(scheme: Scheme, keep_float: list[str] | tuple = ()) -> dict:
+    """The keys a quantised checkpoint's config.json adds; keep_float: the modules the scheme covers
+    that were left in float (quantize_model's `skip`), under transformers' name for them."""
     out = {"quantization_config": scheme.to_config()}
+    if keep_float:
+        out["quantization_config"][KEEP_FLOAT] = sorted(keep_float)
     if scheme.experts == "mxfp4":
         out["expert_dtype"] = "fp4"
     return out
 
 
 def save_quantized(
-    model: nn.Module, path: str | Path, *, max_shard_bytes: int, copy_files_from: str | Path | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    max_shard_bytes: int,
+    dtype: torch.dtype | None = None,
+    copy_files_from: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a quantised Transformer to the folder `path` (atomically; see the module docstring)."""
-    from ..checkpoint.save import write_checkpoint
+    """Write a quantised Transformer to the folder `path` (atomically; see the module docstring).
 
+    dtype: the compute dtype the float (not quantised) tensors are stored in, those DeepSeek keeps in
+    float32 staying float32 (`param_dtype`); None keeps each as the model holds it. Quantised codes and
+    scales are stored in their formats' dtypes either way.
+    """
     scheme = getattr(model, "quant_scheme", None)
     if not isinstance(scheme, Scheme):
         raise CheckpointError(
             "the model holds quantised modules but no `quant_scheme`; quantise it with quantize_model"
         )
-    compute = dtype_name(model.embed.weight.dtype)
+    compute = dtype_name(dtype or model.embed.weight.dtype)
     config = {
         **model.cfg.to_hf_dict(),
         "dtype": compute,
         "torch_dtype": compute,
-        **quantization_entries(scheme),
+        **quantization_entries(scheme, _kept_float(model, scheme)),
     }
+    state = model.state_dict()
+    owned = {f"{n}.{leaf}" for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
+
+    def stored_dtype(name: str, t: torch.Tensor) -> torch.dtype:
+        if dtype is None or name in owned or not t.is_floating_point():
+            return t.dtype
+        return param_dtype(name, dtype)
+
     return write_checkpoint(
         path,
-        model.state_dict(),
-        lambda n, t: {n: t.detach().cpu().contiguous()},
+        state,
+        lambda n, t: {n: t.detach().cpu().to(stored_dtype(n, t)).contiguous()},
         config,
+        sizes={n: t.numel() * stored_dtype(n, t).itemsize for n, t in state.items()},
         max_shard_bytes=max_shard_bytes,
         copy_files_from=copy_files_from,
+        overwrite=overwrite,
     )
+
+
+def _kept_float(model: nn.Module, scheme: Scheme) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and scheme.format_for(n)]
+
+
+def kept_float(raw: dict) -> list[str]:
+    """The modules a checkpoint's config says were left in float (quantize_model's `skip`)."""
+    names = (raw.get("quantization_config") or {}).get(KEEP_FLOAT) or []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -142,12 +182,15 @@ def _same_storage(a: Scheme, b: Scheme) -> bool:
     )
 
 
-def quantized_meta_model(cfg: ModelConfig, scheme: Scheme, dtype: torch.dtype) -> Transformer:
-    """The model `cfg` describes, on meta, cast to `dtype`, with empty quantised modules."""
+def quantized_meta_model(
+    cfg: ModelConfig, scheme: Scheme, dtype: torch.dtype, keep_float: list[str] | tuple = ()
+) -> Transformer:
+    """The model `cfg` describes, on meta, cast to `dtype`, with empty quantised modules (but for the
+    modules named in keep_float)."""
     with torch.device("meta"):
         model = Transformer(cfg)
     cast_model(model, dtype)
-    return quantize_model(model, scheme)
+    return quantize_model(model, scheme, skip=[f"^{re.escape(n)}$" for n in keep_float])
 
 
 def match_tensors(tensors: dict[str, TensorInfo], model: Transformer) -> Plan:
@@ -155,8 +198,6 @@ def match_tensors(tensors: dict[str, TensorInfo], model: Transformer) -> Plan:
 
     Plan.entries name our tensor and the stored one (scale unused: quantised tensors fill their module).
     """
-    from ..checkpoint.plan import Entry
-
     plan = Plan(layout=detect_layout(set(tensors)))
     if plan.layout != DEEPSEEK:
         plan.problems.append(
@@ -215,81 +256,10 @@ def quantized_plan(tensors: dict[str, TensorInfo], cfg: ModelConfig, raw: dict) 
     scheme = stored_scheme(raw)
     if scheme is None:
         return None
-    return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32))
+    return match_tensors(tensors, quantized_meta_model(cfg, scheme, torch.float32, kept_float(raw)))
 
 
-def load_quantized(
-    folder: Path,
-    cfg: ModelConfig,
-    scheme: Scheme,
-    *,
-    dtype: torch.dtype,
-    device=None,
-    progress=None,
-    tensors: dict[str, TensorInfo] | None = None,
-) -> Transformer:
-    """The quantised model stored in `folder` (steps 2-4 of the module docstring).
-
-    cfg: the config to build (load_model has applied its MTP and fake_quant adjustments); tensors:
-    the folder's headers when the caller has read them already.
-    """
-    from tqdm.auto import tqdm
-
-    from ..checkpoint.load import PROGRESS_MIN_TENSORS, _assign, _check_table, open_safetensors, read_tensor
-
-    folder = Path(folder)
-    tensors = checkpoint_tensors(folder) if tensors is None else tensors
-    try:
-        model = quantized_meta_model(cfg, scheme, dtype)
-    except ValueError as e:  # the scheme does not fit the config's shapes
-        raise CheckpointError(f"{folder}: {e}") from None
-    plan = match_tensors(tensors, model)
-    if not plan.ok:
-        raise plan.error(folder, shard_files(folder))
-    device = torch.device(device or "cpu")
-    if device.type == "meta":
-        return model.eval()
-
-    owners = {f"{n}.{leaf}": (n, m) for n, m in quantized_modules(model).items() for leaf in m.stored_spec()}
-    pending: dict[str, dict[str, torch.Tensor]] = {}
-    by_file: dict[Path, list] = {}
-    for e in plan.entries:
-        by_file.setdefault(e.stored.file, []).append(e)
-    show = sys.stderr.isatty() and len(plan.entries) >= PROGRESS_MIN_TENSORS if progress is None else progress
-    with tqdm(total=len(plan.entries), desc=f"loading {folder.name}", unit="tensor", disable=not show) as bar:
-        for file, entries in by_file.items():
-            with open_safetensors(file, backend="pread") as f:
-                for e in entries:
-                    t = read_tensor(f, e.stored)
-                    owner = owners.get(e.ours)
-                    if owner is not None:
-                        mname, m = owner
-                        got = pending.setdefault(mname, {})
-                        got[e.ours.rsplit(".", 1)[1]] = t.to(device)
-                        if len(got) == len(m.stored_spec()):
-                            _materialize(m, device)
-                            m.load_stored(pending.pop(mname))
-                    else:
-                        target = _target(model, e.ours)
-                        want = param_dtype(e.ours, dtype) if target.is_floating_point() else target.dtype
-                        t = t.to(device=device, dtype=want)
-                        if e.ours.endswith("tid2eid"):
-                            _check_table(t, e.stored, cfg.n_routed_experts)
-                        _assign(model, e.ours, t)
-                    bar.update()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # every state_dict entry was matched, so this is a bug, not a bad checkpoint
-        raise CheckpointError(f"{folder}: tensors left unloaded on meta: {listing(left)}")
-    return model.eval()
-
-
-def _target(model: nn.Module, name: str) -> torch.Tensor:
-    module, _, leaf = name.rpartition(".")
-    m = model.get_submodule(module)
-    return m._parameters[leaf] if leaf in m._parameters else m._buffers[leaf]
-
-
-def _materialize(m: QuantLinear, device: torch.device) -> None:
+def materialize(m: QuantLinear, device: torch.device) -> None:
     """Give a meta QuantLinear real (empty) buffers on `device` before load_stored fills them."""
     for name, b in list(m.named_buffers(recurse=False)):
         if b.is_meta:
