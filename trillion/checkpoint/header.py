@@ -49,6 +49,7 @@ class TensorInfo:
     dtype_name: str  # safetensors' spelling, e.g. "F8_E4M3"
     shape: tuple[int, ...]
     nbytes: int
+    offset: int = 0  # where its bytes start in the file (for reading a part: trillion.parallel.read)
 
     @property
     def numel(self) -> int:
@@ -96,7 +97,7 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
                 f"{file}: tensor {name!r}: header gives {stop - begin} bytes for {dtype_name} {list(shape)}; "
                 f"expected {math.prod(shape) * dtype.itemsize}"
             )
-        tensors[name] = TensorInfo(name, file, dtype, dtype_name, shape, stop - begin)
+        tensors[name] = TensorInfo(name, file, dtype, dtype_name, shape, stop - begin, 8 + n + begin)
         ends[name] = stop
         end = max(end, stop)
     if 8 + n + end != size:

@@ -67,7 +67,9 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ratio = cfg.ratio(layer)
+        # n_heads and o_groups are this module's own: a tensor-parallel copy holds a share of them
         self.n_heads, self.head_dim, self.rope_dim = cfg.n_heads, cfg.head_dim, cfg.rope_head_dim
+        self.o_groups = cfg.o_groups
         self.scale = cfg.head_dim**-0.5
         self.inv_freq = layer_inv_freq(cfg, self.ratio > 0)  # a constant, not a parameter or buffer
         self.attn_sink = nn.Parameter(torch.zeros(cfg.n_heads, dtype=torch.float32))
@@ -112,7 +114,7 @@ class Attention(nn.Module):
     def output(self, o: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Inverse RoPE, then the grouped low-rank projection: [B, T, H, K] -> [B, T, D]."""
         o = apply_rope(o, cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)
-        g, r = self.cfg.o_groups, self.cfg.o_lora_rank
+        g, r = self.o_groups, self.cfg.o_lora_rank
         o = o.flatten(2).unflatten(-1, (g, -1))  # [B, T, G, H*K/G]
         # a quantised wo_a (trillion.quant) has its own grouped product, which keeps W quantised
         if hasattr(self.wo_a, "grouped"):
