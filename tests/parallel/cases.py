@@ -46,3 +46,13 @@ def skew(model):
             gate.bias.zero_()
             gate.bias[:2] = 100.0
     return model
+
+
+def prompts(cfg=None) -> list[list[int]]:
+    """Prompts of different lengths (one longer than the engine tests' prefill chunk) for the engine runs."""
+    vocab = (cfg or config()).vocab_size
+    g = torch.Generator().manual_seed(5)
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (3, 19, 7, 26, 11)]
+
+
+ENGINE = {"max_seqs": 3, "prefill_chunk": 8, "page_size": 4, "max_model_len": 64}  # batching, chunks, queueing

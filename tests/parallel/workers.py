@@ -71,6 +71,37 @@ def model_checks(out: Path, dp: int, tp: int, hf: str, official: str) -> None:
     parallel.shutdown()
 
 
+@torch.no_grad()
+def engine_checks(out: Path, dp: int, tp: int, speculative: str) -> None:
+    """The distributed engine on one mesh: rank 0 generates (greedy, then seeded sampling with n = 2 and
+    log-probabilities) for every prompt at once; it writes the tokens as JSON."""
+    import json
+
+    from trillion.engine import LLM, SamplingParams
+    from trillion.parallel.engine import DistributedEngine
+
+    cfg = cases.config()
+    mesh = parallel.init_mesh(dp, tp, cfg=cfg, device_type="cpu", grace=60)
+    model = parallel.parallelize(random_model(cfg), mesh)
+    options = dict(cases.ENGINE, speculative=speculative or None, num_draft_tokens=2)
+    engine = DistributedEngine(model, mesh, **options)
+    with parallel.guard():
+        if not engine.leader:
+            engine.follow()
+        else:
+            llm = LLM(engine=engine)
+            greedy = llm.generate(cases.prompts(), SamplingParams(max_new_tokens=9, temperature=0))
+            sampled = llm.generate(cases.prompts()[:2], SamplingParams(max_new_tokens=6, n=2, seed=7, logprobs=2))
+            result = {
+                "greedy": [o.token_ids for o in greedy],
+                "sampled": [[c.token_ids for c in o.outputs] for o in sampled],
+                "logprobs": [[[e["logprob"] for e in c.logprobs] for c in o.outputs] for o in sampled],
+            }
+            engine.close()
+            (out / "engine.json").write_text(json.dumps(result))
+    parallel.shutdown()
+
+
 def lost_rank(out: Path) -> None:
     """Rank 1 dies as the forward starts; the others, blocked in (or failing out of) a collective
     with it, must stop naming it. dp = world, tp = 1: every rank meets rank 1 in the expert exchange."""
@@ -95,6 +126,9 @@ def main() -> None:
     if scenario == "model":
         dp, tp, hf, official = rest
         model_checks(out, int(dp), int(tp), hf, official)
+    elif scenario == "engine":
+        dp, tp, speculative = rest
+        engine_checks(out, int(dp), int(tp), speculative)
     elif scenario == "lost":
         lost_rank(out)
     else:

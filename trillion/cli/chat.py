@@ -56,6 +56,9 @@ def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     from ..engine import LLM, SamplingParams
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if args.tp or args.dp:
+        raise UserError("chat runs in one process; across processes use `torchrun ... -m trillion serve --tp T "
+                        "--dp D` and a chat client (docs/distributed.md)")
     kwargs = engine_kwargs(args)
     llm = LLM(resolve_model(args.model), dtype=args.torch_dtype, **kwargs)
     if llm.tokenizer is None:

@@ -84,12 +84,37 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="attention-state storage: auto = the compute dtype; fp8 = the release's FP8 KV and FP4 "
                         "indexer keys")
     g.add_argument("--prefill-chunk", type=positive_int, default=512, help="prompt tokens per prefill step")
+    add_mesh_args(g)
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=positive_int, default=1, help="draft tokens per speculative step")
     add_threads_arg(g)
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step and prefill stages (faster after a one-time "
                         "compilation of 1-4 minutes; cached on disk)")
+
+
+def add_mesh_args(g) -> None:
+    g.add_argument("--tp", type=positive_int, default=None,
+                   help="tensor-parallel ranks per dp group, under torchrun (docs/distributed.md; default 1)")
+    g.add_argument("--dp", type=positive_int, default=None,
+                   help="data-parallel attention groups, under torchrun (default: processes / tp); the routed "
+                        "experts split over every process")
+
+
+def distributed(args: argparse.Namespace) -> bool:
+    """Whether this command runs as one of several processes (torchrun, or --tp / --dp given)."""
+    from ..parallel.launch import launched
+
+    return bool(args.tp or args.dp) or launched()
+
+
+def tokenizer_of(model: str):
+    """The tokenizer.json next to a checkpoint folder, or None."""
+    from pathlib import Path
+
+    from ..tokenizer import Tokenizer
+
+    return Tokenizer.find(model) if Path(model).is_dir() else None
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:

@@ -16,11 +16,13 @@ from ..errors import UserError
 from .common import (
     add_engine_args,
     check_text,
+    distributed,
     engine_kwargs,
     non_negative_int,
     positive_int,
     read_text,
     resolve_model,
+    tokenizer_of,
 )
 
 
@@ -62,7 +64,19 @@ def run(args: argparse.Namespace) -> int:
         stop=args.stop, ignore_eos=args.ignore_eos,
     )
     kwargs = engine_kwargs(args)
-    llm = LLM(resolve_model(args.model), dtype=args.torch_dtype, **kwargs)
+    model = resolve_model(args.model)
+    if distributed(args):  # one of several processes: rank 0 runs what follows, the others follow it
+        from ..parallel.launch import running, start
+
+        engine = start(model, tp=args.tp, dp=args.dp, dtype=args.torch_dtype, **kwargs)
+        with running(engine) as leader:
+            if leader:
+                return generate(args, LLM(engine=engine, tokenizer=tokenizer_of(model)), text, params)
+        return 0
+    return generate(args, LLM(model, dtype=args.torch_dtype, **kwargs), text, params)
+
+
+def generate(args: argparse.Namespace, llm, text: str | None, params) -> int:
     if args.prompt_ids is not None:
         prompt = prompt_ids(args.prompt_ids)
     elif text is not None:

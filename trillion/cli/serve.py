@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import UserError
-from .common import DTYPES, add_threads_arg, resolve_model
+from .common import DTYPES, add_mesh_args, add_threads_arg, distributed, resolve_model
 
 
 def port_number(text: str) -> int:
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens per prefill step")
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
+    add_mesh_args(g)
     add_threads_arg(g)
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step and prefill stages (faster after a one-time "
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..serve import load_service, serve
+    from ..serve import load_service
 
     for name, flag in (("max_batch", "max-seqs"), ("max_queue", "max-queue"), ("max_body_bytes", "max-body-bytes"),
                        ("prefill_chunk", "prefill-chunk"), ("default_max_tokens", "default-max-tokens")):
@@ -66,12 +67,30 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag} must be >= 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    service = load_service(
-        resolve_model(args.model), tokenizer=args.tokenizer, model_name=args.served_model_name,
-        max_batch=args.max_batch, max_queue=args.max_queue, max_model_len=args.max_model_len,
-        dtype=getattr(torch, DTYPES[args.dtype]), prefill_chunk=args.prefill_chunk, speculative=args.speculative,
-        num_draft_tokens=args.num_draft_tokens, compile=args.compile, default_max_tokens=args.default_max_tokens,
-    )
+    model, dtype = resolve_model(args.model), getattr(torch, DTYPES[args.dtype])
+    engine_options = {"max_model_len": args.max_model_len, "prefill_chunk": args.prefill_chunk,
+                      "speculative": args.speculative, "num_draft_tokens": args.num_draft_tokens,
+                      "compile": args.compile}
+    if distributed(args):  # one of several processes: rank 0 serves HTTP, the others follow its steps
+        from ..parallel.launch import running, start
+
+        engine = start(model, tp=args.tp, dp=args.dp, dtype=dtype, max_seqs=args.max_batch, **engine_options)
+        with running(engine) as leader:
+            if leader:
+                return serve_service(args, load_service(model, engine=engine, **service_options(args)))
+        return 0
+    service = load_service(model, max_batch=args.max_batch, dtype=dtype, **engine_options, **service_options(args))
+    return serve_service(args, service)
+
+
+def service_options(args: argparse.Namespace) -> dict:
+    return {"tokenizer": args.tokenizer, "model_name": args.served_model_name, "max_queue": args.max_queue,
+            "default_max_tokens": args.default_max_tokens}
+
+
+def serve_service(args: argparse.Namespace, service) -> int:
+    from ..serve import serve
+
     if service.tokenizer is None:
         print("trillion serve: no tokenizer: only token-id prompts on /v1/completions will work")
     print(f"trillion serve: {service.model_name!r} on http://{args.host}:{args.port}/v1 "

@@ -180,6 +180,21 @@ class Engine:
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Sequence]:
         params = params or SamplingParams()
+        self.check_request(prompt_ids, params)
+        rid = next(self._req_ids)
+        seqs = []
+        for i in range(params.n):
+            gen = None
+            if not params.greedy:
+                gen = torch.Generator().manual_seed(
+                    params.seed + i if params.seed is not None else int(torch.randint(0, 2**62, (1,)))
+                )
+            seqs.append(Sequence(next(self._ids), rid, i, list(prompt_ids), params, gen))
+        self.waiting.append(seqs)
+        return seqs
+
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Refuse (UserError, with the reason) a request this engine could never run."""
         if not prompt_ids:
             raise UserError("the prompt is empty: give at least one token")
         bad = [t for t in prompt_ids if not 0 <= t < self.cfg.vocab_size]
@@ -194,17 +209,6 @@ class Engine:
         if params.n > self.pool.max_seqs:
             raise UserError(f"n = {params.n} samples exceeds max_seqs = {self.pool.max_seqs}")
         self.pool.check_fits(self._need(len(prompt_ids), params), params.n)
-        rid = next(self._req_ids)
-        seqs = []
-        for i in range(params.n):
-            gen = None
-            if not params.greedy:
-                gen = torch.Generator().manual_seed(
-                    params.seed + i if params.seed is not None else int(torch.randint(0, 2**62, (1,)))
-                )
-            seqs.append(Sequence(next(self._ids), rid, i, list(prompt_ids), params, gen))
-        self.waiting.append(seqs)
-        return seqs
 
     def abort(self, seqs: list[Sequence], reason: str = "abort") -> None:
         """End sequences now (a client went away: "abort"; a stop string matched above: "stop");
@@ -227,6 +231,10 @@ class Engine:
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
+
+    def tick(self) -> None:
+        """Called by an owner with nothing to step (the server's idle loop). Nothing to do here; a
+        distributed engine (trillion.parallel.engine) keeps its follower ranks in touch."""
 
     # ------------------------------------------------------------------ one step
 

@@ -84,7 +84,8 @@ class LLM:
     """Load (or take) a model and generate from it; with no model, the demo model shipped in the package.
 
     engine options (trillion.engine.Engine): max_seqs, max_model_len, prefill_chunk, page_size,
-    kv_cache_tokens, speculative ("mtp" or None), num_draft_tokens, compile, experts.
+    kv_cache_tokens, speculative ("mtp" or None), num_draft_tokens, compile, experts; or `engine=` an
+    engine built already (its model is used), as `trillion.parallel.DistributedEngine` on rank 0.
     """
 
     def __init__(
@@ -94,8 +95,13 @@ class LLM:
         tokenizer: Tokenizer | str | Path | None = None,
         dtype: torch.dtype | None = None,
         seed: int = 0,
+        engine=None,
         **engine_options,
     ):
+        if engine is not None:  # a prebuilt engine (trillion.parallel.DistributedEngine on rank 0)
+            if engine_options:
+                raise UserError(f"engine options {sorted(engine_options)} go to the engine given, not to LLM")
+            model = engine.model
         if isinstance(model, Transformer):
             self.model = model.eval()
         else:
@@ -108,7 +114,7 @@ class LLM:
         if isinstance(tokenizer, (str, Path)):
             tokenizer = Tokenizer.from_file(tokenizer)
         self.tokenizer: Tokenizer | None = tokenizer
-        self.engine = Engine(self.model, **engine_options)
+        self.engine = engine if engine is not None else Engine(self.model, **engine_options)
         self._texts: dict[int, _Text] = {}  # sequence id -> its text, while its request runs
 
     def encode(self, prompt: str | list[int]) -> list[int]:

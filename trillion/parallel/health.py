@@ -145,3 +145,13 @@ def guard() -> Iterator[None]:
         if verdict is not None:  # the default on_lost has ended the process already; a custom one may not
             raise RankLost(verdict) from None
         raise
+
+
+def fail(why: str) -> None:
+    """This rank cannot go on with the others (a step failed half-way through its collectives): tell
+    them through the store, so each stops naming this rank and the reason, then end this process."""
+    w = _current
+    if w is None:
+        print(why, file=sys.stderr, flush=True)
+        os._exit(EXIT_RANK_LOST)
+    w._report(why)

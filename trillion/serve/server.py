@@ -35,11 +35,13 @@ def load_service(
     dtype: torch.dtype | None = None,
     seed: int = 0,
     default_max_tokens: int | None = None,
+    engine=None,
     **engine_options,
 ) -> Service:
     """A checkpoint folder (its tokenizer.json is found next to it) or a flavor name (random
     weights, no tokenizer unless `tokenizer` is given) -> a Service. `engine_options` go to
-    `Engine` (prefill_chunk, page_size, kv_cache_tokens, speculative, num_draft_tokens, compile).
+    `Engine` (prefill_chunk, page_size, kv_cache_tokens, speculative, num_draft_tokens, compile);
+    or `engine=` one built already (its model is served).
 
     `default_max_tokens` caps chat answers whose request sets no limit; None: the folder's
     generation_config.json `max_new_tokens`, else DEFAULT_MAX_TOKENS."""
@@ -48,7 +50,12 @@ def load_service(
     if default_max_tokens is None:
         default_max_tokens = generation_max_new_tokens(model) or DEFAULT_MAX_TOKENS
 
-    m = load_model(str(model), dtype=dtype, seed=seed).eval()
+    if engine is not None:  # built already (trillion.parallel.DistributedEngine on rank 0)
+        if engine_options or max_model_len is not None:
+            raise ValueError(f"engine options go to the engine given: {sorted(engine_options)}")
+        m = engine.model
+    else:
+        m = load_model(str(model), dtype=dtype, seed=seed).eval()
     tok = None
     if tokenizer is not None:
         tok = Tokenizer.from_file(tokenizer)
@@ -57,7 +64,8 @@ def load_service(
     if tok is not None and tok.vocab_size > m.cfg.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {m.cfg.vocab_size}")
     # the engine speaks token ids: text is made above it, by the service
-    engine = Engine(m, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
+    if engine is None:
+        engine = Engine(m, max_seqs=max_batch, max_model_len=max_model_len, **engine_options)
     name = model_name or (Path(str(model)).name if Path(str(model)).is_dir() else str(model))
     return Service(engine, tok, model_name=name, max_queue=max_queue, default_max_tokens=default_max_tokens)
 

@@ -128,6 +128,8 @@ class EngineWorker:
             busy = self.engine.has_work() and not self.paused.is_set()
             self._drain(block=not busy)
             if self._stop.is_set() or self.paused.is_set() or not self.engine.has_work():
+                if not self._stop.is_set():
+                    self.engine.tick()
                 continue
             try:
                 events = self.engine.step()
