@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import ceil_div
 from ..errors import UserError
 from ..formats import e8m0
 from ..formats.blocks import FP4_AMAX_FLOOR, FP4_MAX, FP8_AMAX_FLOOR, FP8_MAX
@@ -159,7 +160,7 @@ class FP8KVStore(Store):
     def __init__(self, lead, width, dtype, device, rope_dim: int):
         nope = width - rope_dim
         super().__init__(lead, width, dtype, device, {
-            "nope": (nope, torch.float8_e4m3fn), "scale": (-(-nope // KV_FP8_BLOCK), torch.uint8),
+            "nope": (nope, torch.float8_e4m3fn), "scale": (ceil_div(nope, KV_FP8_BLOCK), torch.uint8),
             "rope": (rope_dim, torch.bfloat16)})
         self.nope = nope
 
@@ -184,7 +185,7 @@ class FP4KeyStore(Store):
 
     def __init__(self, lead, width, dtype, device):
         super().__init__(lead, width, dtype, device, {
-            "codes": (width // 2, torch.uint8), "scale": (-(-width // FP4_BLOCK), torch.uint8)})
+            "codes": (width // 2, torch.uint8), "scale": (ceil_div(width, FP4_BLOCK), torch.uint8)})
 
     def read(self, index) -> torch.Tensor:
         return fp4_decode(self.parts["codes"][index], self.parts["scale"][index], self.dtype)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ceil_div
 from ..model.moe import MoE
 from . import comm
 from .shards import split_range
@@ -70,7 +71,7 @@ class ExpertParallelMoE(MoE):
             return out
         # Every tp rank needs all N rows. An all-gather pads each share to ceil(N / tp) rows, so for
         # fewer tokens than that pays for, a sum of zero-padded rows moves fewer bytes (x + 0 is exact).
-        if 2 * n_all <= self.tp * -(-n_all // self.tp):
+        if 2 * n_all <= self.tp * ceil_div(n_all, self.tp):
             full = torch.zeros(n_all, d, dtype=torch.float32, device=x.device)
             full[lo:hi] = out
             return comm.all_reduce(full, self.tp_group, "gather")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ModelConfig, ceil_div
 
 
 def split_range(n: int, parts: int, index: int) -> tuple[int, int]:
@@ -140,7 +140,7 @@ def widen(b: Blocks, shape: tuple[int, int], cut: Cut) -> Cut:
     """The smallest cut holding `cut` whose edges are whole scale blocks (and whole code bytes)."""
     size = b.rows if cut.dim == 0 else (b.cols if b.cols is not None else b.pack)
     start = cut.start - cut.start % size
-    stop = min(shape[cut.dim], -(-cut.stop // size) * size)
+    stop = min(shape[cut.dim], ceil_div(cut.stop, size) * size)
     return Cut(cut.dim, start, stop)
 
 
