@@ -154,7 +154,8 @@ class DistributedEngine:
     @property
     def waiting(self) -> list[list[Sequence]]:
         """Requests not yet started: sent to no group yet, or waiting in rank 0's group."""
-        return [[self._mirrors[k] for k in keys] for _, keys, _, _ in self._outbox["add"]] + list(self.local.waiting)
+        sent = [[self._mirrors[k] for k in keys if k in self._mirrors] for _, keys, _, _ in self._outbox["add"]]
+        return [group for group in sent if group] + list(self.local.waiting)
 
     @property
     def running(self) -> list[Sequence]:
