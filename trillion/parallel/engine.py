@@ -124,10 +124,10 @@ class DistributedEngine:
     engine_options as for `Engine` (max_seqs and the pool's size are per dp group); compile is refused."""
 
     def __init__(self, model: Transformer, mesh: DeviceMesh, **engine_options):
-        if engine_options.get("compile"):
+        if engine_options.get("compile") is True:
             raise UserError("compile=True is not supported with several processes yet: the compiled graphs index "
                             "the routed experts by global id, and each rank holds only its own")
-        engine_options["experts"] = "grouped"
+        engine_options.update(compile=False, experts="grouped")  # the default ("auto"): eager here
         self.model, self.cfg, self.mesh = model, model.cfg, mesh
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.dp, self.tp = mesh["dp"].size(), mesh["tp"].size()
