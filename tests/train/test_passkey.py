@@ -7,7 +7,9 @@ import re
 import pytest
 
 from trillion.cli.main import main
-from trillion.train import passkey
+from trillion.train import passkey, train
+
+from .conftest import run_config
 
 
 def byte_encode(text: str) -> list[int]:
@@ -111,3 +113,34 @@ def test_passkey_command_runs_the_engine_and_draws_the_heatmap(short_run, tmp_pa
     assert all(len(c["answers"]) == 1 for c in got["cells"])
     assert 0.0 <= got["accuracy"] <= 1.0
     assert (out / "passkey.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_examples_hold_the_key_and_its_answer():
+    import random
+
+    import torch
+
+    stream = torch.tensor(byte_encode("def f(x):\n    return x + 1\n\n" * 40), dtype=torch.int32)
+    ex = passkey.TrainingExamples(byte_encode, stream, 400, bos_id=300, eos_id=301)
+    rng = random.Random(0)
+    depths = []
+    for _ in range(5):
+        ids = ex.example(rng)
+        assert len(ids) == 400 and ids[0] == 300 and ids[-1] == 301
+        text = byte_decode(ids)
+        key = re.search(r"The pass key is (\d+)\.", text).group(1)
+        assert text.endswith(passkey.QUESTION + f" {key}.") or text[:-1].endswith(passkey.QUESTION + f" {key}.")
+        depths.append(text.index("The pass key") / len(text))
+    assert max(depths) - min(depths) > 0.2  # the needle moves
+    batch = torch.zeros(4, 400, dtype=torch.long)
+    mixed = ex.mix(batch, 0.5, random.Random(1))
+    assert (mixed[:2] != 0).any(dim=1).all() and (mixed[2:] == 0).all() and (batch == 0).all()
+    with pytest.raises(Exception, match="--seq-len"):
+        passkey.TrainingExamples(byte_encode, stream, 100, 300, 301).example(rng)
+
+
+def test_training_with_passkey_examples(corpus, micro_json, tmp_path):
+    cfg = run_config(corpus, micro_json, tmp_path / "pk-run", seq_len=192, batch=2, steps=2, save_every=2, passkey=0.5)
+    result = train(cfg)
+    info = json.loads((result.model_dir / "training.json").read_text())
+    assert info["train_config"]["passkey"] == 0.5 and result.eval["eval_loss"] > 0

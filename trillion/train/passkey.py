@@ -84,10 +84,50 @@ class Haystack:
         if n_filler < 0:
             raise UserError(f"context {context}: a passkey prompt needs at least {context - n_filler} tokens")
         filler = self.filler(trial * TRIAL_SHIFT, n_filler)
-        a = round(depth * n_filler)
-        at = 1 + len(self.header) + a
-        ids = [self.bos_id, *self.header, *filler[:a], *needle, *filler[a:], *self.question]
+        ids, at = assemble(self.bos_id, self.header, filler, needle, self.question, depth)
         return Prompt(ids, key, context, depth, at, len(needle))
+
+
+def assemble(bos: int, header: list[int], filler: list[int], needle: list[int], question: list[int],
+             depth: float) -> tuple[list[int], int]:
+    """BOS HEADER filler[:a] NEEDLE filler[a:] QUESTION, a = round(depth x len(filler)) -> (ids, needle position)."""
+    a = round(depth * len(filler))
+    return [bos, *header, *filler[:a], *needle, *filler[a:], *question], 1 + len(header) + a
+
+
+class TrainingExamples:
+    """Passkey examples for training (`trillion train --passkey FRACTION`): sequences of `length` tokens,
+    the prompt of `Haystack.prompt` with the answer after it, `BOS HEADER filler NEEDLE filler QUESTION
+    ' KEY.' EOS`, the filler a random stretch of the training stream, the key and its depth random.
+
+    encode(text) -> ids; stream: the packed training tokens (int32)."""
+
+    def __init__(self, encode: Callable[[str], list[int]], stream, length: int, bos_id: int, eos_id: int):
+        self.encode, self.stream, self.length, self.bos, self.eos = encode, stream, length, bos_id, eos_id
+        self.header, self.question = encode(HEADER), encode(QUESTION)
+
+    def example(self, rng: random.Random) -> list[int]:
+        key = str(rng.randrange(10 ** (KEY_DIGITS - 1), 10**KEY_DIGITS))
+        needle, answer = self.encode(NEEDLE.format(key=key)), self.encode(f" {key}.")
+        n_filler = self.length - 1 - len(self.header) - len(needle) - len(self.question) - len(answer) - 1
+        if n_filler < 0:
+            raise UserError(f"--passkey needs sequences of at least {self.length - n_filler} tokens; "
+                            f"--seq-len is {self.length - 1}")
+        start = rng.randrange(0, max(1, len(self.stream) - n_filler))
+        filler = [int(t) for t in self.stream[start : start + n_filler]]
+        ids, _ = assemble(self.bos, self.header, filler, needle, self.question, rng.random())
+        return [*ids, *answer, self.eos]
+
+    def mix(self, batch, fraction: float, rng: random.Random):
+        """batch [B, T + 1] with its first round(fraction x B) rows replaced by examples (a new tensor)."""
+        import torch
+
+        n = min(batch.shape[0], int(fraction * batch.shape[0] + 0.5))
+        if n == 0:
+            return batch
+        batch = batch.clone()
+        batch[:n] = torch.tensor([self.example(rng) for _ in range(n)], dtype=batch.dtype)
+        return batch
 
 
 def make_key(seed: int, context: int, depth: float, trial: int) -> str:
