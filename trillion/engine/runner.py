@@ -46,8 +46,8 @@ from .kvstore import Store
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
 GRAPH_TOKENS = 8  # with compile=True, steps of at most this many tokens per sequence run as one graph
-# Entries are read in blocks whose [B, T*H, Cb] logits / scores hold about this many elements
-# (16 MiB of float32): the working memory of a step is bounded by it, not by the context.
+# Entries are read in blocks whose HCA logits [B, T*H, Cb] / indexer scores [B, T, Cb] hold about this
+# many elements (16 MiB of float32): the working memory of a step is bounded by it, not by the context.
 BLOCK_ELEMENTS = 1 << 22
 
 

@@ -4,12 +4,14 @@ A step of T new tokens meets up to C = context / ratio entries per compressed la
 [T, C] tensors (scores, masks, logits) would make a prefill chunk's memory and time grow with the
 context; here every such tensor is [T, Cb] for a block of Cb entries read from the pages as needed:
 
-* `indexer_topk` (CSA): the lightning indexer's scores block by block, each block one matmul
-  [T*H, d] @ [d, Cb] (the dominant cost, O(T * C * H * d)), with a running top-k. The order is
-  `select_topk`'s: higher score first, equal scores the lower entry index first. Blocks are visited
-  in index order, so merging [best so far | this block's best] by a stable sort keeps the rule;
-  within a block, `torch.topk` picks the right set except where the k-th score is tied, and those
-  rows are settled by index (`block_topk`).
+* `indexer_topk` (CSA): the lightning indexer's scores [T, Cb] block by block, each made by matmuls
+  [Tg*H, d] @ [d, Cb] over groups of Tg queries small enough for the cache (`_scores`; the dominant
+  cost, O(T * C * H * d)), with a running top-k. The order is `select_topk`'s: higher score first,
+  equal scores the lower entry index first. Blocks are visited in index order, so merging [best so
+  far | this block's best] by a stable sort keeps the rule, and a row whose k-th pick no score of
+  the block beats skips the merge (far into a context, most rows); within a block, `torch.topk`
+  picks the right set except where the k-th score is tied, and those rows are settled by index
+  (`block_topk`).
 * `attend_entries` (HCA): softmax attention over the window keys, the sink and every visible entry,
   the entries folded in block by block with an online softmax (running max, sum and output).
 
