@@ -5,6 +5,10 @@
     python benchmarks/long_context.py --rows demo:8K demo:64K      # some rows
     python benchmarks/long_context.py --rows demo:1M --force       # measure again
     python benchmarks/long_context.py --plot-only                  # table + plot from the saved rows
+    python benchmarks/long_context.py --threads 1 --max-prefill-s 600   # a loaded machine; long rows stop
+
+--max-prefill-s stops a row's prefill after that long and records it as partial: the tokens it reached,
+the time of every prefill step, and the full prefill's time extrapolated from them (`extrapolate`).
 
 Each row runs in its own process (its peak RSS is its own) and writes OUT/<model>-<tokens>.json;
 rows already in OUT are skipped unless --force, so an interrupted run resumes where it stopped.
@@ -111,12 +115,16 @@ def run_row(model_name: str, n: int, args) -> dict:
     ids = torch.randint(0, cfg.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
     eng.add_request(ids, SamplingParams(temperature=0, max_new_tokens=args.decode, ignore_eos=True))
     t0 = time.perf_counter()
-    first = None
+    first, state = None, None
     stamps = []
-    last_report = t0
+    chunks = []  # [prompt tokens prefilled after the step, seconds of the step]: how a chunk's cost grows
+    last_report = last = t0
     while eng.has_work():
         events = eng.step()
         now = time.perf_counter()
+        if first is None and eng.running:
+            chunks.append([eng.running[0].prefilled, now - last])
+        last = now
         for ev in events:
             if ev.token_id is not None:
                 stamps.append(now)
@@ -129,7 +137,12 @@ def run_row(model_name: str, n: int, args) -> dict:
                   " min left", file=sys.stderr, flush=True)
             load_avg.append(os.getloadavg())
             last_report = now
-    prefill_s = first - t0
+        if first is None and args.max_prefill_s and now - t0 > args.max_prefill_s:
+            state = eng.pool.used_bytes()
+            eng.abort(list(eng.running))
+            break
+    partial = first is None
+    prefill_s = (first or last) - t0
     decode_ms = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3 if len(stamps) > 1 else None
     load_avg.append(os.getloadavg())
     precision = "release" if args.kv_dtype == "fp8" else "bf16"
@@ -137,16 +150,36 @@ def run_row(model_name: str, n: int, args) -> dict:
     predicted = (kv.bytes + kv.mtp_bytes) if precision == "release" else (kv.bytes_bf16 + kv.mtp_bytes_bf16)
     if llm.model.dtype == torch.float32 and args.kv_dtype == "auto":
         predicted *= 2  # the bf16 column at 4 bytes a value (the compressor state is float32 in both)
+    done = chunks[-1][0] if chunks else 0
     return {
         "model": model_name, "tokens": n, "prefill_chunk": args.chunk, "kv_dtype": args.kv_dtype,
         "dtype": str(llm.model.dtype).replace("torch.", ""), "decode_tokens": args.decode,
-        "prefill_s": prefill_s, "prefill_tok_s": n / prefill_s, "decode_ms_per_token": decode_ms,
+        "partial": partial, "prefilled_tokens": done if partial else n,
+        "prefill_s": prefill_s, "prefill_tok_s": (done if partial else n) / prefill_s,
+        "prefill_s_extrapolated": extrapolate(chunks, n) if partial else None, "chunk_seconds": chunks,
+        "decode_ms_per_token": decode_ms,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "rss_after_load_bytes": rss_loaded, "model_bytes": model_bytes,
         "state_bytes": sum(state.values()), "state_by_part": state, "kv_predicted_bytes": predicted,
         "load_average": load_avg, "cpu": cpu_name(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def extrapolate(chunks: list[list[float]], n: int) -> float | None:
+    """Seconds to prefill n tokens, from the steps measured: a step of `chunk` tokens ending at position p
+    costs a + b p (the indexer's and HCA's work grows with the entries before it), a and b fitted by least
+    squares over the second half of the steps (past the start-up), summed over every step to n."""
+    pts = [(p, s) for p, s in chunks[len(chunks) // 2 :] if s > 0]
+    if len(pts) < 2:
+        return None
+    xs, ys = torch.tensor([p for p, _ in pts], dtype=torch.float64), torch.tensor([s for _, s in pts], dtype=torch.float64)
+    b = float(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
+    a = float(ys.mean()) - b * float(xs.mean())
+    step = chunks[1][0] - chunks[0][0] if len(chunks) > 1 else chunks[0][0]
+    done, spent = chunks[-1][0], sum(s for _, s in chunks)
+    ends = torch.arange(done + step, n + step, step, dtype=torch.float64).clamp(max=n)
+    return spent + float((a + b * ends).sum())
 
 
 # ---------------------------------------------------------------------------------- table and plot
@@ -165,10 +198,18 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         mib = lambda b: f"{b / 2**20:,.0f} MiB"
         load = max(max(a) for a in r["load_average"])
+        if r.get("partial"):
+            extra = r.get("prefill_s_extrapolated")
+            prefill = (f"stopped at {fmt_tokens(r['prefilled_tokens'])} after {r['prefill_s']:,.0f} s"
+                       + (f"; ~{extra / 3600:,.1f} h extrapolated" if extra and extra > 3600
+                          else f"; ~{extra:,.0f} s extrapolated" if extra else ""))
+            rate = f"{r['prefill_tok_s']:,.0f} (to {fmt_tokens(r['prefilled_tokens'])})"
+        else:
+            prefill, rate = f"{r['prefill_s']:,.1f} s", f"{r['prefill_tok_s']:,.0f}"
+        decode = f"{r['decode_ms_per_token']:.1f}" if r["decode_ms_per_token"] else "-"
         lines.append(
-            f"| {r['model']} | {fmt_tokens(r['tokens'])} | {r['prefill_s']:,.1f} s | {r['prefill_tok_s']:,.0f} "
-            f"| {r['decode_ms_per_token']:.1f} | {mib(r['peak_rss_bytes'])} | {mib(r['model_bytes'])} "
-            f"| {mib(r['state_bytes'])} | {load:.1f} |")
+            f"| {r['model']} | {fmt_tokens(r['tokens'])} | {prefill} | {rate} | {decode} | {mib(r['peak_rss_bytes'])} "
+            f"| {mib(r['model_bytes'])} | {mib(r['state_bytes'])} | {load:.1f} |")
     return "\n".join(lines)
 
 
@@ -225,11 +266,16 @@ def main() -> int:
     p.add_argument("--chunk", type=int, default=2048, help="prefill chunk (tokens per prefill step)")
     p.add_argument("--decode", type=int, default=33, help="greedy tokens generated after the prompt")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "bf16", "float32", "fp8"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads per row (default: torch's choice)")
+    p.add_argument("--max-prefill-s", type=float, default=None,
+                   help="stop a row's prefill after this many seconds and extrapolate its time from the steps so far")
     p.add_argument("--plot-only", action="store_true", help="only the table and plot of the saved rows")
     p.add_argument("--docs", action="store_true", help="also copy the plot to docs/long-context-decode.png")
     p.add_argument("--row", nargs=2, metavar=("MODEL", "TOKENS"), help=argparse.SUPPRESS)  # the child
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.row:
         model, n = args.row[0], int(args.row[1])
         r = run_row(model, n, args)
@@ -246,6 +292,8 @@ def main() -> int:
             print(f"{row}: measuring ...", file=sys.stderr, flush=True)
             cmd = [sys.executable, __file__, "--row", model, str(n), "--out", str(args.out), "--chunk", str(args.chunk),
                    "--decode", str(args.decode), "--kv-dtype", args.kv_dtype]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--max-prefill-s", str(args.max_prefill_s)] if args.max_prefill_s else []
             if subprocess.call(cmd) != 0:
                 print(f"{row}: failed", file=sys.stderr)
     rows = [json.loads(f.read_text()) for f in sorted(args.out.glob("*-*.json"))]
@@ -256,7 +304,7 @@ def main() -> int:
           f"{cpu.get('gemm_indexer_bench94m_gflops', 0):.0f} (bench-94m) GFLOP/s; load average at the time "
           f"{cpu.get('load_average')}")
     print(table(rows))
-    if rows:
+    if any(r["decode_ms_per_token"] for r in rows):
         plot(rows, args.out / "decode.png")
         if args.docs:
             docs = Path(__file__).resolve().parent.parent / "docs" / "long-context-decode.png"

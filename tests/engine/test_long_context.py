@@ -43,7 +43,7 @@ def test_decode_after_a_16k_chunked_prefill_equals_the_full_forward():
     ids = torch.randint(0, model.cfg.vocab_size, (1, N + DECODE), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         full = model(ids)
-    got = _run(model, ids, N, "auto", chunk=4096, block_elements=1 << 17)  # CSA blocks of 16 entries, HCA of 8
+    got = _run(model, ids, N, "auto", chunk=4096, block_elements=1 << 17)  # CSA blocks of 32 entries, HCA of 8
     assert (got[:, N - 64 :] - full[:, N - 64 :]).abs().max() <= 2e-4
     assert (got[:, ::97] - full[:, ::97]).abs().max() <= 2e-4
 

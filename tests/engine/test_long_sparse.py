@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import mixed_config
 
+from trillion.engine import sparse
 from trillion.engine.sparse import attend_entries, block_topk, indexer_topk
 from trillion.model.attention import attend
 from trillion.model.indexer import Indexer, select_topk
@@ -49,6 +50,24 @@ def test_running_topk_equals_select_topk(heads, c, k, block):
         got = indexer_topk(q, w, read, rows, ready, k, block)
         assert got.shape == want.shape
         assert torch.equal(got.sort(-1).values, want.sort(-1).values), (seed, c, k, block)
+
+
+@pytest.mark.parametrize("dots", [1, 200, 1 << 18], ids=["query-by-query", "groups", "one-group"])
+@pytest.mark.parametrize("heads", [1, 4], ids=["ties", "tie-free"])
+@pytest.mark.parametrize("all_ready", [False, True], ids=["some-hidden", "all-visible"])
+def test_running_topk_in_query_groups_equals_select_topk(monkeypatch, dots, heads, all_ready):
+    """The scores made a few queries at a time (sparse.DOTS_ELEMENTS), with entries every query sees
+    left unmasked and rows that no block can improve skipping its top-k: the same picks."""
+    monkeypatch.setattr(sparse, "DOTS_ELEMENTS", dots)
+    for seed in range(3):
+        q, w, keys, ready = _case(seed, 2, 13, 90, heads, 8)
+        if all_ready:
+            ready.fill_(90)
+        want = _reference_topk(q, w, keys, ready, 5)
+        read, rows = _paged(keys, seed)
+        for block in (None, 7, 32):
+            got = indexer_topk(q, w, read, rows, ready, 5, block)
+            assert torch.equal(got.sort(-1).values, want.sort(-1).values), (seed, block)
 
 
 def test_one_head_gives_ties_the_reference_breaks_by_index():

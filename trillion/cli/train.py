@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--indexer-weight", type=float, default=d.indexer_weight, help="indexer KL loss weight (0: off)"
     )
     p.add_argument(
+        "--passkey", type=float, default=d.passkey, metavar="FRACTION",
+        help="replace this fraction of each batch by synthetic passkey retrieval (a key hidden in the training "
+             "text, asked for at the end; what `trillion eval --task passkey` measures)",
+    )
+    p.add_argument(
         "--activation-checkpointing", action="store_true", help="recompute block activations in backward"
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the init and the data order")
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         balance_alpha=args.balance_alpha,
         bias_gamma=args.bias_gamma,
         indexer_weight=args.indexer_weight,
+        passkey=args.passkey,
         activation_checkpointing=args.activation_checkpointing,
         seed=args.seed,
         log_every=args.log_every,

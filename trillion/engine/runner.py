@@ -46,8 +46,8 @@ from .kvstore import Store
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
 GRAPH_TOKENS = 8  # with compile=True, steps of at most this many tokens per sequence run as one graph
-# Entries are read in blocks whose [B, T*H, Cb] logits / scores hold about this many elements
-# (16 MiB of float32): the working memory of a step is bounded by it, not by the context.
+# Entries are read in blocks whose HCA logits [B, T*H, Cb] / indexer scores [B, T, Cb] hold about this
+# many elements (16 MiB of float32): the working memory of a step is bounded by it, not by the context.
 BLOCK_ELEMENTS = 1 << 22
 
 
@@ -168,7 +168,7 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
             out = sparse.attend_entries(q, keys, visible, attn.attn_sink, attn.scale, st.entries.read, rows, ready,
                                         _block(step, attn.n_heads))
         else:
-            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, ix.n_heads))
+            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, 1))  # [B, T, Cb] scores
             picked_visible = top >= 0
             picked = st.entries.read(rows.gather(1, top.clamp(min=0).flatten(1))).view(*top.shape, -1)  # [B, T, k, K]
             out = torch.cat([  # bound the picked keys' logits of a long chunk

@@ -4,12 +4,14 @@ A step of T new tokens meets up to C = context / ratio entries per compressed la
 [T, C] tensors (scores, masks, logits) would make a prefill chunk's memory and time grow with the
 context; here every such tensor is [T, Cb] for a block of Cb entries read from the pages as needed:
 
-* `indexer_topk` (CSA): the lightning indexer's scores block by block, each block one matmul
-  [T*H, d] @ [d, Cb] (the dominant cost, O(T * C * H * d)), with a running top-k. The order is
-  `select_topk`'s: higher score first, equal scores the lower entry index first. Blocks are visited
-  in index order, so merging [best so far | this block's best] by a stable sort keeps the rule;
-  within a block, `torch.topk` picks the right set except where the k-th score is tied, and those
-  rows are settled by index (`block_topk`).
+* `indexer_topk` (CSA): the lightning indexer's scores [T, Cb] block by block, each made by matmuls
+  [Tg*H, d] @ [d, Cb] over groups of Tg queries small enough for the cache (`_scores`; the dominant
+  cost, O(T * C * H * d)), with a running top-k. The order is `select_topk`'s: higher score first,
+  equal scores the lower entry index first. Blocks are visited in index order, so merging [best so
+  far | this block's best] by a stable sort keeps the rule, and a row whose k-th pick no score of
+  the block beats skips the merge (far into a context, most rows); within a block, `torch.topk`
+  picks the right set except where the k-th score is tied, and those rows are settled by index
+  (`block_topk`).
 * `attend_entries` (HCA): softmax attention over the window keys, the sink and every visible entry,
   the entries folded in block by block with an online softmax (running max, sum and output).
 
@@ -72,6 +74,31 @@ def _merge(best_v, best_i, v, i, k):
     return cand_v.gather(-1, order), cand_i.gather(-1, order)
 
 
+# The indexer's [queries x heads, entries] products are made for a few queries at a time, so that each
+# block of them (about this many float32 elements, 1 MiB) stays in the CPU's cache through its ReLU and
+# the head-weighted sum: three passes over the largest tensor of a long prefill run from cache, not memory.
+DOTS_ELEMENTS = 1 << 18
+
+
+def _scores(qf: torch.Tensor, wf: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """sum_h w_h relu(q_h . key) -> [B, T, Cb]; qf [B, T*H, d], wf [B, T, H], keys [B, Cb, d]."""
+    b, t, h = wf.shape
+    cb = keys.shape[1]
+    kt = keys.transpose(1, 2).contiguous()  # [B, d, Cb]
+    group = t if torch.compiler.is_compiling() else max(1, DOTS_ELEMENTS // (b * h * max(cb, 1)))
+    if group >= t:
+        dots = torch.bmm(qf, kt).relu_()  # [B, T*H, Cb]
+        return torch.bmm(wf.reshape(b * t, 1, h), dots.view(b * t, h, cb)).view(b, t, cb)
+    scores = qf.new_empty(t, b, cb)  # query-major: each group's rows are one contiguous slice, written in place
+    for s in range(0, t, group):
+        e = min(t, s + group)
+        dots = torch.bmm(qf[:, s * h : e * h], kt).relu_()  # [B, Tg*H, Cb]
+        dots = dots.view(b, e - s, h, cb).transpose(0, 1).reshape((e - s) * b, h, cb) if b > 1 else dots
+        torch.bmm(wf[:, s:e].transpose(0, 1).reshape((e - s) * b, 1, h), dots.view((e - s) * b, h, cb),
+                  out=scores[s:e].view((e - s) * b, 1, cb))
+    return scores.transpose(0, 1)
+
+
 def indexer_topk(q: torch.Tensor, w: torch.Tensor, read, rows: torch.Tensor, ready: torch.Tensor, k: int,
                  block: int | None) -> torch.Tensor:
     """Entries [B, T, min(k, C)] each query picks (-1: fewer than k visible), as `select_topk` over
@@ -83,17 +110,31 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, read, rows: torch.Tensor, rea
     c = rows.shape[1]
     k = min(k, c)
     qf = q.float().reshape(b, t * h, d)
-    wf = w.float().reshape(b * t, 1, h)
-    best_v = q.new_full((b * t, 0), NEG_INF, dtype=torch.float32)
-    best_i = torch.zeros(b * t, 0, dtype=torch.long, device=q.device)
+    wf = w.float().reshape(b, t, h)
+    best_v = q.new_full((b * t, k), NEG_INF, dtype=torch.float32)  # -inf: no pick yet
+    best_i = torch.full((b * t, k), -1, dtype=torch.long, device=q.device)
+    seen_by_all = int(ready.min()) if not torch.compiler.is_compiling() else 0
     for s, e in blocks(c, None if block is None else max(block, k)):
-        keys = read(rows[:, s:e]).float()  # [B, Cb, d]
-        dots = torch.bmm(qf, keys.transpose(1, 2)).relu_()  # [B, T*H, Cb]
-        scores = torch.bmm(wf, dots.view(b * t, h, e - s)).view(b, t, e - s)  # sum_h w_h relu(q_h . k)
-        entry = torch.arange(s, e, device=q.device)
-        scores = scores.masked_fill(entry >= ready, NEG_INF).view(b * t, e - s)
-        v, i = block_topk(scores, min(k, e - s))
-        best_v, best_i = _merge(best_v, best_i, v, i + s, k)
+        scores = _scores(qf, wf, read(rows[:, s:e]).float())  # [B, T, Cb]
+        if e > seen_by_all:  # some query may not see some of these entries yet
+            scores = scores.masked_fill(torch.arange(s, e, device=q.device) >= ready, NEG_INF)
+        scores = scores.reshape(b * t, e - s)
+        if torch.compiler.is_compiling():  # a graph cannot branch on data: merge every row
+            v, i = block_topk(scores, min(k, e - s))
+            best_v, best_i = _merge(best_v, best_i, v, i + s, k)
+            continue
+        # Only an entry scoring above a row's k-th pick can join it (an equal one loses: its index is
+        # higher). Far into a context few rows gain from a block: the rest skip its top-k and merge.
+        gain = (scores > best_v[:, -1:]).any(-1).nonzero()[:, 0]
+        if gain.numel() == 0:
+            continue
+        if gain.numel() == b * t:
+            v, i = block_topk(scores, min(k, e - s))
+            best_v, best_i = _merge(best_v, best_i, v, i + s, k)
+            continue
+        v, i = block_topk(scores[gain], min(k, e - s))
+        v, i = _merge(best_v[gain], best_i[gain], v, i + s, k)
+        best_v, best_i = best_v.index_copy(0, gain, v), best_i.index_copy(0, gain, i)
     top = torch.where(best_v > NEG_INF, best_i, -1)
     return top.view(b, t, k)
 

@@ -68,6 +68,7 @@ class TrainConfig:
     balance_alpha: float = 1e-4  # sequence-wise balance loss (V3 section 2.1.2)
     bias_gamma: float = 1e-2  # bias update speed; V3 used 0.001 over a far longer run
     indexer_weight: float = 1.0  # KL alignment of the lightning indexer (V3.2); 0 = off
+    passkey: float = 0.0  # fraction of each batch replaced by synthetic passkey retrieval (train/passkey.py)
 
     activation_checkpointing: bool = False
     seed: int = 0
@@ -99,6 +100,7 @@ class TrainConfig:
             "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
             "decay_steps": self.decay_steps is None or self.decay_steps >= 1,
             "threads": self.threads is None or self.threads >= 1,
+            "passkey": 0.0 <= self.passkey <= 1.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

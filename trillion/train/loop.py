@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import sys
 import time
 import warnings
@@ -35,11 +36,11 @@ from ..checkpoint import load_model, save_model
 from ..config import ModelConfig
 from ..errors import UnknownName, UserError
 from ..flavors import FLAVORS
-from . import balance, metrics, objective, optim, state
+from . import balance, metrics, objective, optim, passkey, state
 from .config import TrainConfig
 from .data import Batches, sequences
 from .dataset import prepare
-from .tokenizer import load_tokenizer
+from .tokenizer import BOS_ID, EOS_ID, load_tokenizer
 
 TOKENIZER = "tokenizer.json"
 CONFIG = "train_config.json"
@@ -110,6 +111,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         log.write({"kind": "eval", "step": 0, "tokens": 0, **first_eval})
     if cfg.activation_checkpointing:
         objective.enable_activation_checkpointing(model)
+    examples = None
+    if cfg.passkey:
+        examples = passkey.TrainingExamples(lambda t: ds.tokenizer.encode(t, add_special_tokens=False).ids, ds.train,
+                                            cfg.seq_len + 1, BOS_ID, EOS_ID)
     batches = Batches(train_seqs, cfg.batch, cfg.seed, st.cursor)
     st.cursor = batches.cursor
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,6 +127,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     while st.step < last:
         t0 = time.perf_counter()
         batch = batches.next()
+        if examples is not None:  # seeded by the step: a resumed run draws the same examples
+            batch = examples.mix(batch, cfg.passkey, random.Random(f"passkey:{cfg.seed}:{st.step}"))
         lr = optim.set_lr(opts, st.step, cfg)
         for opt in opts.values():
             opt.zero_grad(set_to_none=True)
