@@ -28,6 +28,8 @@ import warnings
 
 import torch
 
+from ..errors import UserError
+
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 MODE_ENV = "TRILLION_COMPILE"  # "0": compile="auto" means eager (tests; machines without a compiler)
 NOTICE_S = 5.0  # a compilation taking longer than this says so on stderr
@@ -55,7 +57,7 @@ def resolve_mode(compile) -> bool | str:
         return False if os.environ.get(MODE_ENV, "").strip().lower() in ("0", "false", "no", "off") else "auto"
     if isinstance(compile, bool):
         return compile
-    raise ValueError(f"compile = {compile!r}; expected True, False or 'auto'")
+    raise UserError(f"compile = {compile!r}; expected True, False or 'auto'")
 
 
 def use_cache_dir() -> str:

@@ -390,6 +390,9 @@ class ModelRunner:
     def mtp(self, hidden: torch.Tensor, next_ids: torch.Tensor, seqs: list[SeqState], depth: int = 0):
         """MTP block at the next MTP positions: hidden [B, T, N, D] (main streams at t), next_ids
         [B, T] (token t + 1) -> (logits for token t + 2 [B, T, V], the block's output streams)."""
+        # callers pass slices (a draft column, the accepted part of a check) whose strides differ
+        # even where `contiguous()` leaves them (size-1 dims); a graph's guards check strides
+        hidden, next_ids = (t.clone(memory_format=torch.contiguous_format) for t in (hidden, next_ids))
         step, in_graph = self._step(seqs, MTP, next_ids.shape[1], next_ids.device, hidden, depth)
         st = self.pool.layers[self.cfg.n_layers + depth]
         if in_graph:
