@@ -122,3 +122,20 @@ def test_the_default_engine_decodes_through_the_compiled_graph(model, references
     assert runner.wait_compiled(timeout=1800)
     assert [o.token_ids for o in llm.generate(PROMPTS, GREEDY)] == references
     assert any((tmp_path / "inductor").rglob("*.py")) or any((tmp_path / "inductor").rglob("*.so"))
+
+
+@pytest.mark.slow
+def test_speculative_steps_run_their_background_graphs(model, references, default_mode, monkeypatch):
+    """Drafts (a column of the drafts tensor), checks and the MTP catch-up (slices of the check's
+    streams) reach the graphs compiled on the scratch pool: no guard fails (strides, views)."""
+    llm = LLM(model, max_seqs=2, speculative="mtp", num_draft_tokens=2)
+    for _ in range(2):  # the catch-up lengths are queued as they occur
+        llm.generate(PROMPTS[:1], GREEDY)
+        assert llm.engine.runner.wait_compiled(timeout=1800)
+
+    def run_or_fail(fn, *args):
+        with torch.compiler.set_stance("fail_on_recompile"):
+            return fn.run_only(*args)
+
+    monkeypatch.setattr(compiling.Background, "run", staticmethod(run_or_fail))
+    assert llm.generate(PROMPTS[:1], GREEDY)[0].token_ids == references[0]

@@ -314,7 +314,7 @@ class ModelRunner:
         self._request(MAIN, 1, 1, device)
         if draft_tokens:
             n, d = self.cfg.hc_mult, self.cfg.dim
-            self._request(MTP, 1, 1, device, ((1, 1, n, d), (n * d, n * d, d, 1)))
+            self._request(MTP, 1, 1, device, (1, 1, n, d))
             self._request(MAIN, 1 + draft_tokens, 1, device)
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
@@ -329,7 +329,8 @@ class ModelRunner:
 
     def _compile_on_scratch(self, stack: str, t: int, batch: int, device, hidden, depth: int) -> None:
         """Run (so compile) the graph of a step of `batch` sequences x `t` tokens on the scratch pool,
-        with inputs shaped (and strided) like the real ones; the scratch state is thrown away."""
+        with inputs shaped like the real ones (contiguous, no views: a guard may read a view's
+        base); the scratch state is thrown away."""
         if self._scratch_pool is None:
             self._scratch_pool = self.scratch()
         pool = self._scratch_pool
@@ -343,8 +344,7 @@ class ModelRunner:
             if stack == MAIN:
                 self.graph(self.model, ids, step, pool.layers[: self.cfg.n_layers], self.experts)
             else:
-                size, stride = hidden
-                h = _strided_zeros(size, stride, self.model.dtype, device)
+                h = torch.zeros(hidden, dtype=self.model.dtype, device=device)
                 if batch > 1:
                     torch._dynamo.mark_dynamic(h, 0)
                 self.mtp_graph(self.model, depth, h, ids, step, pool.layers[self.cfg.n_layers + depth], self.experts)
@@ -357,7 +357,7 @@ class ModelRunner:
         short = t <= GRAPH_TOKENS
         in_graph = self.compiled and short
         if self.background is not None and t in self.graph_tokens[stack] and not self.background.failed():
-            meta = None if hidden is None else (tuple(hidden.shape), tuple(hidden.stride()))
+            meta = None if hidden is None else tuple(hidden.shape)
             in_graph = self.background.ready(self._request(stack, t, len(seqs), device, meta, depth))
         static = in_graph if self.static is None else self.static and short
         step = make_step(self.pool, seqs, stack, t, static=static,
@@ -405,12 +405,6 @@ class ModelRunner:
         for s in seqs:
             s.lengths[MTP] += next_ids.shape[1]
         return out
-
-
-def _strided_zeros(size, stride, dtype, device) -> torch.Tensor:
-    """Zeros of `size` laid out with `stride` (a view into a buffer just large enough)."""
-    span = 1 + sum((n - 1) * s for n, s in zip(size, stride))
-    return torch.zeros(span, dtype=dtype, device=device).as_strided(size, stride)
 
 
 def _mark_dynamic(step: Step, batch: int) -> None:
