@@ -10,15 +10,22 @@ for llama.cpp with `trillion export` (f32 and q8_0), then runs each engine in it
 
   llama-f32, llama-q8_0       llama.cpp through llama-cpp-python (default context settings, f16 KV;
                               no extra weight buffers unless --llama-extra-buffers: see llama_runner)
-  trillion                    `trillion.LLM(path)`, the default a user gets (float32)
-  trillion-compile            `trillion.LLM(path, compile=True)`
+  trillion                    `trillion.LLM(path)`, the default a user gets (float32): eager from the
+                              first token, the decode step compiling in the background (compile="auto")
+  trillion-warm               the same again: inductor's on-disk cache now holds the first run's graphs
+  trillion-eager              `trillion.LLM(path, compile=False)`
+  trillion-compile            `trillion.LLM(path, compile=True)`: everything compiled before use
   trillion-int8               `trillion.LLM(int8_path)`, the int8 scheme (compare with q8_0)
   trillion-int8-compile       (not in the default list)
+
+Unless --keep-cache, the workers share a fresh TORCHINDUCTOR_CACHE_DIR in the work folder, so the
+first compiling engine starts cold and `trillion-warm` shows a second start on the same machine.
 
 Each worker measures greedy batch-1 decode tokens/s (a --prompt-len prompt, --new-tokens tokens,
 timed after the first), prefill tokens/s of a --prefill-len prompt (its time to first token, after
 one untimed run of the same length), start-up (process start -> first token of the first request:
-imports, load, compilation if any), and its peak RSS; decode and prefill are the median of --repeats.
+imports, load, compilation if any), when the compiled decode step is ready (compile="auto": after
+the first token, in the background), and its peak RSS; decode and prefill are the median of --repeats.
 The roofline share is bytes of weights read per decoded token (every tensor, the routed experts
 times top-k / experts, one embedding row; each engine's own storage) x tokens/s / the measured read
 bandwidth. Prints a markdown table. On a shared machine the figures are indicative only.
@@ -38,7 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ENGINES = ("llama-f32", "llama-q8_0", "trillion", "trillion-compile", "trillion-int8")
+ENGINES = ("llama-f32", "llama-q8_0", "trillion", "trillion-warm", "trillion-eager", "trillion-compile", "trillion-int8")
+COMPILE = {"trillion-eager": "false", "trillion-compile": "true", "trillion-int8-compile": "true"}  # else "auto"
 
 
 def cpu_name() -> str:
@@ -110,6 +118,10 @@ def worker(args) -> dict:
         first, run = trillion_runner(args)
     first(prompt)
     startup = time.time() - args.spawn_time
+    ready = None
+    if args.worker == "trillion":
+        run.runner.wait_compiled()  # compile="auto": the decode step's graph, compiling since start-up
+        ready = time.time() - args.spawn_time
     t = time.perf_counter()
     run(prompt, 4)  # warm-up: the decode step (compiled when asked)
     run(long_prompt, 1)  # warm-up of the long prompt's prefill shapes
@@ -124,6 +136,7 @@ def worker(args) -> dict:
         "decode": statistics.median(decode),
         "prefill": statistics.median(prefill),
         "startup": startup,
+        "ready": ready,
         "warmup": warm,
         "rss_mb": peak_rss_mb(),
     }
@@ -189,13 +202,15 @@ def trillion_runner(args):
     torch.set_num_threads(args.threads)
     from trillion import LLM, SamplingParams
 
-    llm = LLM(args.path, compile=args.compile, max_model_len=args.n_ctx)
+    compile = {"auto": "auto", "true": True, "false": False}[args.compile]
+    llm = LLM(args.path, compile=compile, max_model_len=args.n_ctx)
 
     def run(prompt, n_new):
         params = SamplingParams(temperature=0, max_new_tokens=n_new, ignore_eos=True)
         s = llm.generate([prompt], params)[0].stats
         return s["time_to_first_token_s"], s["total_time_s"]
 
+    run.runner = llm.engine.runner
     return (lambda p: run(p, 1)), run
 
 
@@ -204,12 +219,15 @@ def spawn(engine: str, path: Path, args, prompt, long_prompt) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--path", str(path), "--threads", str(args.threads),
            "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--n-ctx", str(args.n_ctx),
            "--prompt", json.dumps(prompt), "--long-prompt", json.dumps(long_prompt)]
-    if engine.endswith("-compile"):
-        cmd.append("--compile")
+    if kind == "trillion":
+        cmd += ["--compile", COMPILE.get(engine, "auto")]
     if args.llama_extra_buffers:
         cmd.append("--llama-extra-buffers")
     cmd += ["--spawn-time", repr(time.time())]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if args.cache_dir:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(args.cache_dir)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode:
         raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,7 +250,8 @@ def build(args, work: Path) -> dict[str, Path]:
     export_gguf(model, paths["llama-q8_0"], type="q8_0", overwrite=True)
     int8 = quantize_model(model, get_scheme("int8", head="int8"), inplace=False)
     save_model(int8, paths["trillion-int8"])
-    paths["trillion-compile"] = paths["trillion"]
+    for e in ("trillion-warm", "trillion-eager", "trillion-compile"):
+        paths[e] = paths["trillion"]
     paths["trillion-int8-compile"] = paths["trillion-int8"]
     args.active = {
         "trillion": trillion_active_bytes(model),
@@ -241,7 +260,8 @@ def build(args, work: Path) -> dict[str, Path]:
     cfg = model.cfg
     for e in ("llama-f32", "llama-q8_0"):
         args.active[e] = gguf_active_bytes(paths[e], cfg.n_activated_experts, cfg.n_routed_experts, cfg.vocab_size)
-    args.active["trillion-compile"] = args.active["trillion"]
+    for e in ("trillion-warm", "trillion-eager", "trillion-compile"):
+        args.active[e] = args.active["trillion"]
     args.active["trillion-int8-compile"] = args.active["trillion-int8"]
     return paths
 
@@ -260,10 +280,12 @@ def main(argv=None) -> int:
     ap.add_argument("--llama-extra-buffers", action="store_true",
                     help="let llama.cpp repack weights into its extra buffers (AMX): off, it crashes on AMX CPUs")
     ap.add_argument("--workdir", default=None, help="where the weights go (default: a temporary folder)")
+    ap.add_argument("--keep-cache", action="store_true",
+                    help="use the environment's inductor cache (default: a fresh one in the work folder)")
     # worker mode (internal)
     ap.add_argument("--worker", choices=("llama", "trillion"), help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
-    ap.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--compile", default="auto", choices=("auto", "true", "false"), help=argparse.SUPPRESS)
     ap.add_argument("--prompt", help=argparse.SUPPRESS)
     ap.add_argument("--long-prompt", help=argparse.SUPPRESS)
     ap.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
@@ -291,6 +313,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="llamacpp-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
+        args.cache_dir = None if args.keep_cache else Path(tempfile.mkdtemp(prefix="inductor-", dir=work))
         paths = build(args, work)
         rows = {}
         for e in engines:
@@ -301,13 +324,15 @@ def main(argv=None) -> int:
     base = {e: rows.get("llama-q8_0" if "int8" in e else "llama-f32") for e in rows}
     print()
     print("| engine | decode tok/s (batch 1) | vs llama.cpp | prefill 512 tok/s | start-up to 1st token | "
-          "warm-up after | peak RSS | bytes/token | roofline share |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "compiled decode ready | warm-up after | peak RSS | bytes/token | roofline share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for e, r in rows.items():
         ref = base[e]
         vs = f"{r['decode'] / ref['decode']:.2f}x" if ref and not e.startswith("llama") else "-"
         share = args.active[e] * r["decode"] / (bw * 1e9)
-        print(f"| {e} | {r['decode']:.0f} | {vs} | {r['prefill']:,.0f} | {r['startup']:.1f} s | {r['warmup']:.1f} s "
+        ready = "-" if r.get("ready") is None or COMPILE.get(e, "auto") != "auto" else f"{r['ready']:.0f} s"
+        print(f"| {e} | {r['decode']:.0f} | {vs} | {r['prefill']:,.0f} | {r['startup']:.1f} s | {ready} "
+              f"| {r['warmup']:.1f} s "
               f"| {r['rss_mb']:,.0f} MB | {args.active[e] / 1e6:.1f} MB | {100 * share:.0f}% |")
     return 0
 

@@ -1,10 +1,11 @@
 """MTP self-speculative decoding against plain decoding on a trained model, same run.
 
-    python benchmarks/mtp_bench.py                      # the shipped demo model, eager
-    python benchmarks/mtp_bench.py --compile --drafts 1,2
+    python benchmarks/mtp_bench.py                      # the shipped demo model, the default engine
+    python benchmarks/mtp_bench.py --compile false      # eager
 
 For each prompt: greedy decoding of --new-tokens tokens plainly and with speculative="mtp" at each
-number of draft tokens; prints decode tokens/s (after the first token), the drafts' acceptance
+number of draft tokens (with the default compile="auto": after the background compilation of
+the graphs a warm-up needed is done); prints decode tokens/s (after the first token), the drafts' acceptance
 rate, and whether the speculative tokens equal the plain ones (they must: greedy verification).
 Random weights are useless here (their MTP block agrees with the model by chance only), so the
 default is the shipped demo model; --model takes any checkpoint folder with a tokenizer.
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint folder (default: the shipped demo model)")
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--drafts", default="1,2", help="numbers of draft tokens to try")
-    ap.add_argument("--compile", action="store_true", help="LLM(compile=True); warm-up untimed")
+    ap.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                    help="LLM(compile=...): auto (the default engine), true, false; warm-up untimed")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -54,9 +56,11 @@ def main(argv=None) -> int:
     rows = []
     for k in [0] + [int(x) for x in args.drafts.split(",")]:
         spec = {"speculative": "mtp", "num_draft_tokens": k} if k else {}
-        llm = LLM(model, max_seqs=2, compile=args.compile, **spec)
+        llm = LLM(model, max_seqs=2, compile={"auto": "auto", "true": True, "false": False}[args.compile], **spec)
         t = time.perf_counter()
-        run(llm, PROMPTS[:1], 8)  # warm-up (compilation with --compile)
+        for _ in range(2):  # warm-up: compilation (compile="auto": graphs queued on first use, then ready)
+            run(llm, PROMPTS[:1], 24)
+            llm.engine.runner.wait_compiled()
         print(f"  warm-up (drafts {k}): {time.perf_counter() - t:.1f} s", file=sys.stderr)
         rows.append((k, *run(llm, PROMPTS, args.new_tokens)))
     base_tps, _, base_ids = rows[0][1:]

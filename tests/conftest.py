@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -11,3 +12,7 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+# The engine's default (compile="auto") compiles its decode step in a background thread; the suite
+# runs eagerly unless a test asks for compilation (tests/engine/test_compile_default.py unsets this).
+os.environ.setdefault("TRILLION_COMPILE", "0")

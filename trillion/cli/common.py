@@ -88,9 +88,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--speculative", choices=["mtp"], default=None, help="self-speculative decoding with the MTP block")
     g.add_argument("--num-draft-tokens", type=positive_int, default=1, help="draft tokens per speculative step")
     add_threads_arg(g)
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step and prefill stages (faster after a one-time "
-                        "compilation of 1-4 minutes; cached on disk)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: the decode step compiles in the background (cached on disk) while it runs "
+                        "eagerly; --compile: compile it and the prefill stages before use; --no-compile: eager")
 
 
 def add_mesh_args(g) -> None:

@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-draft-tokens", type=int, default=1, help="draft tokens per speculative step")
     add_mesh_args(g)
     add_threads_arg(g)
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step and prefill stages (faster after a one-time "
-                        "compilation of 1-4 minutes; cached on disk)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: the decode step compiles in the background (cached on disk) while it runs "
+                        "eagerly; --compile: compile it and the prefill stages before use; --no-compile: eager")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=run)

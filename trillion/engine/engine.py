@@ -28,6 +28,7 @@ import torch
 from ..config import ceil_div
 from ..errors import UserError
 from ..model import Transformer
+from . import compiling
 from .experts import make_dispatch
 from .kvstore import check_kv_dtype
 from .runner import ModelRunner
@@ -104,9 +105,11 @@ class Engine:
     state the pool holds, all sequences together; default: max_seqs x max_model_len, or what 80% of
     the available memory holds), kv_dtype (how the state is stored: "auto" = the model's dtype,
     "bf16", "float32", or "fp8" = the release's FP8 KV / FP4 indexer keys), speculative ("mtp"),
-    num_draft_tokens, compile (torch.compile the steps), experts (the routed-expert strategy:
-    "grouped", "graph" or an object, see trillion.engine.experts; default "graph" with compile,
-    else "grouped")."""
+    num_draft_tokens, compile ("auto", the default: the decode and speculative steps compile in a
+    background thread, cached on disk, while they run eagerly; True: compile the steps and prefill
+    stages now, on first use; False: eager; see trillion.engine.compiling), experts (the
+    routed-expert strategy: "grouped", "graph" or an object, see trillion.engine.experts; default
+    "graph" when compiling, else "grouped")."""
 
     def __init__(
         self,
@@ -121,10 +124,11 @@ class Engine:
         allow_long_context: bool = False,
         speculative: str | None = None,
         num_draft_tokens: int = 1,
-        compile: bool = False,
+        compile: bool | str = "auto",
         experts=None,
     ):
         cfg = model.cfg
+        compile = compiling.resolve_mode(compile)
         for name, value in (("max_seqs", max_seqs), ("prefill_chunk", prefill_chunk), ("page_size", page_size),
                             ("num_draft_tokens", num_draft_tokens)):
             _positive(name, value)
@@ -135,7 +139,7 @@ class Engine:
             raise UserError(f"speculative = {speculative!r}; the only method is 'mtp'")
         if speculative and not cfg.n_mtp_layers:
             raise UserError("speculative='mtp' needs a model with an MTP block (n_mtp_layers >= 1)")
-        if speculative and compile:
+        if speculative and compile is True:
             warnings.warn(
                 "speculative='mtp' with compile=True: drafts and checks run as compiled graphs too, but each "
                 "new draft length compiles its own graphs on first use",
@@ -156,15 +160,23 @@ class Engine:
             tokens, sizing = pool_tokens(cfg, max_seqs=max_seqs, max_model_len=self.max_model_len, kv_dtype=kv_dtype,
                                          dtype=model.dtype, page_size=page_size)
         ratios = {cfg.ratio(i) for i in range(cfg.n_layers + cfg.n_mtp_layers)} - {0}
-        self.pool = StatePool(
-            cfg, max_seqs=max_seqs, max_entries={r: ceil_div(tokens, r) for r in ratios}, page_size=page_size,
-            spec_slack=num_draft_tokens + 1 if speculative else 0, dtype=model.dtype,
-            device=model.embed.weight.device, kv_dtype=kv_dtype, sizing=sizing,
-        )
+        pool_options = {
+            "max_seqs": max_seqs, "max_entries": {r: ceil_div(tokens, r) for r in ratios}, "page_size": page_size,
+            "spec_slack": num_draft_tokens + 1 if speculative else 0, "dtype": model.dtype,
+            "device": model.embed.weight.device, "kv_dtype": kv_dtype, "sizing": sizing,
+        }
+        self.pool = StatePool(cfg, **pool_options)
+        if compile:
+            compiling.use_cache_dir()
+            missing = compiling.missing_compiler()
+            if missing:
+                warnings.warn(f"no C++ compiler for torch.compile ({missing}): running eagerly", stacklevel=2)
+                compile = False
         # the routed-expert strategy; "graph" stacks the experts' weights (a visible step on the model)
         self.experts = make_dispatch(experts or ("graph" if compile else "grouped"), model)
         self.runner = ModelRunner(model, self.pool, max_model_len=self.max_model_len, compile=compile,
-                                  experts=self.experts)
+                                  experts=self.experts, scratch=lambda: StatePool(cfg, **pool_options))
+        self.runner.precompile(num_draft_tokens if speculative else 0)
         self.waiting: deque[list[Sequence]] = deque()
         self.running: list[Sequence] = []
         self._ids = itertools.count()

@@ -3,8 +3,8 @@
 The model's `MoE` has one plain path (`routed`: sort the (token, expert) pairs, one matmul chain
 per used expert) and a reference (`routed_reference`). Inside a `torch.compile` graph the plain
 path cannot stay: which weights it reads depends on the router's output. So the engine takes one
-of two strategies, chosen by the caller (`Engine(experts=...)`; by default "graph" with
-compile=True, "grouped" without):
+of two strategies, chosen by the caller (`Engine(experts=...)`; by default "graph" when the
+engine compiles, "grouped" without; the default compile="auto" runs its eager steps "grouped"):
 
 * `Grouped`: the MoE's own `routed`, eagerly.
 * `InGraph`: what a compiled step can keep in its graph. One token: each chosen expert runs as

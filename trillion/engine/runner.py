@@ -40,8 +40,8 @@ from ..model.block import Block
 from ..model.compressor import Compressor
 from ..model.mhc import hc_post
 from . import sparse
-from .compiling import compile_fn
-from .experts import Grouped
+from .compiling import Background, compile_fn
+from .experts import Grouped, InGraph
 from .kvstore import Store
 from .state import MAIN, MTP, LayerState, SeqState, StatePool
 
@@ -266,35 +266,108 @@ class ModelRunner:
     """Runs a `Transformer` incrementally against a `StatePool`.
 
     experts: the routed-expert strategy (`trillion.engine.experts`; default `Grouped`).
-    compile: steps of up to GRAPH_TOKENS tokens run as one compiled graph per stack; longer ones
-    (prefill) through compiled stages with the state work between them eager.
+    compile: True: steps of up to GRAPH_TOKENS tokens run as one compiled graph per stack; longer
+    ones (prefill) through compiled stages with the state work between them eager. "auto": those
+    short steps' graphs compile in a background thread (`compiling.Background`) on a scratch pool
+    from `scratch()` (a pool shaped like `pool`); each step runs eagerly until its graph is ready,
+    prefill stays eager. False: eager.
     static: give those short steps the graph's shapes (padded page tables, a fixed number of
-    entries pooled) even without compiling (default: as compile); tests run the graph's code so.
+    entries pooled) even without compiling (default: when they run as a graph); tests run the
+    graph's code so.
     block_elements: the compressed entries are read in blocks whose [B, T*H, Cb] logits or index
     scores hold about this many elements (trillion.engine.sparse)."""
 
     def __init__(self, model: Transformer, pool: StatePool, *, max_model_len: int | None = None,
-                 compile: bool = False, experts=None, static: bool | None = None,
-                 block_elements: int = BLOCK_ELEMENTS):
+                 compile: bool | str = False, experts=None, static: bool | None = None,
+                 block_elements: int = BLOCK_ELEMENTS, scratch=None):
         self.model, self.pool, self.cfg = model, pool, model.cfg
         self.block_elements = block_elements
         self.max_model_len = max_model_len or self.cfg.max_seq_len  # the engine checks it against the model
         self.experts = experts if experts is not None else Grouped()
-        self.compiled = compile
-        self.static = compile if static is None else static
-        self.fns, self.graph, self.mtp_graph = PLAIN, None, None
-        if compile:
+        self.eager_experts = self.experts
+        self.compiled = compile is True
+        self.static = static
+        self.fns, self.graph, self.mtp_graph, self.background = PLAIN, None, None, None
+        if compile is True:
             self.fns = SimpleNamespace(**{k: compile_fn(f, dynamic=True) for k, f in vars(PLAIN).items()})
+        if compile:
             self.graph = compile_fn(main_graph, dynamic=None, own_model=True)
             self.mtp_graph = compile_fn(mtp_stack, dynamic=None, own_model=True)
+        if compile == "auto":
+            if scratch is None:
+                raise ValueError("compile='auto' needs scratch: a function making a pool shaped like `pool`")
+            self.background, self.scratch, self._scratch_pool = Background(), scratch, None
+            # the step sizes worth a graph: decoding (and, after `precompile`, drafts and checks);
+            # a short prompt's prefill runs eagerly rather than compiling a graph per prompt length
+            self.graph_tokens = {MAIN: {1}, MTP: {1}}
+            if isinstance(self.experts, InGraph):  # its one-token / dense forms only pay inside a graph
+                self.eager_experts = Grouped()
 
-    def _step(self, seqs: list[SeqState], stack: str, t: int, device) -> tuple[Step, bool]:
-        in_graph = self.compiled and t <= GRAPH_TOKENS
-        step = make_step(self.pool, seqs, stack, t, static=self.static and t <= GRAPH_TOKENS,
+    def precompile(self, draft_tokens: int = 0, device=None) -> None:
+        """compile="auto": queue the graphs of one sequence's decode step (and with `draft_tokens`,
+        of its MTP draft and speculative check) at once; the others (a batch's, the MTP block's
+        catch-up after a check) are queued on first use."""
+        if self.background is None:
+            return
+        device = device or self.model.embed.weight.device
+        self.graph_tokens = {MAIN: {1, 1 + draft_tokens}, MTP: set(range(1, draft_tokens + 1))}
+        self._request(MAIN, 1, 1, device)
+        if draft_tokens:
+            n, d = self.cfg.hc_mult, self.cfg.dim
+            self._request(MTP, 1, 1, device, (1, 1, n, d))
+            self._request(MAIN, 1 + draft_tokens, 1, device)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """compile="auto": wait until nothing is compiling (True) or `timeout` s passed (False)."""
+        return self.background is None or self.background.wait(timeout)
+
+    def _request(self, stack: str, t: int, batch: int, device, hidden=None, depth: int = 0) -> tuple:
+        """The background key of a step of this kind, its compile job queued (once)."""
+        key = (stack, t, batch > 1, depth, hidden)
+        self.background.request(key, lambda: self._compile_on_scratch(stack, t, batch, device, hidden, depth))
+        return key
+
+    def _compile_on_scratch(self, stack: str, t: int, batch: int, device, hidden, depth: int) -> None:
+        """Run (so compile) the graph of a step of `batch` sequences x `t` tokens on the scratch pool,
+        with inputs shaped like the real ones (contiguous, no views: a guard may read a view's
+        base); the scratch state is thrown away."""
+        if self._scratch_pool is None:
+            self._scratch_pool = self.scratch()
+        pool = self._scratch_pool
+        seqs = [pool.allocate() for _ in range(batch)]
+        try:
+            step = make_step(pool, seqs, stack, t, static=True, max_model_len=self.max_model_len, device=device)
+            _mark_dynamic(step, batch)
+            ids = torch.zeros(batch, t, dtype=torch.long, device=device)
+            if batch > 1:
+                torch._dynamo.mark_dynamic(ids, 0)
+            if stack == MAIN:
+                self.graph(self.model, ids, step, pool.layers[: self.cfg.n_layers], self.experts)
+            else:
+                h = torch.zeros(hidden, dtype=self.model.dtype, device=device)
+                if batch > 1:
+                    torch._dynamo.mark_dynamic(h, 0)
+                self.mtp_graph(self.model, depth, h, ids, step, pool.layers[self.cfg.n_layers + depth], self.experts)
+        finally:
+            for s in seqs:
+                pool.release(s)
+
+    def _step(self, seqs: list[SeqState], stack: str, t: int, device, hidden=None, depth: int = 0):
+        """-> (the Step, whether it runs as a graph)."""
+        short = t <= GRAPH_TOKENS
+        in_graph = self.compiled and short
+        if self.background is not None and t in self.graph_tokens[stack] and not self.background.failed():
+            meta = None if hidden is None else tuple(hidden.shape)
+            in_graph = self.background.ready(self._request(stack, t, len(seqs), device, meta, depth))
+        static = in_graph if self.static is None else self.static and short
+        step = make_step(self.pool, seqs, stack, t, static=static,
                          max_model_len=self.max_model_len, device=device, block=self.block_elements)
         if in_graph:
             _mark_dynamic(step, len(seqs))
         return step, in_graph
+
+    def _call(self, graph, *args):
+        return Background.run(graph, *args) if self.background is not None else graph(*args)
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, seqs: list[SeqState], *, last_only: bool = False):
@@ -304,10 +377,10 @@ class ModelRunner:
         if in_graph:
             if len(seqs) > 1:
                 torch._dynamo.mark_dynamic(ids, 0)
-            logits, x = self.graph(self.model, ids, step, layers, self.experts)
+            logits, x = self._call(self.graph, self.model, ids, step, layers, self.experts)
             logits = logits[:, -1:] if last_only else logits
         else:
-            x = main_stack(self.model, ids, step, layers, self.experts, self.fns)
+            x = main_stack(self.model, ids, step, layers, self.eager_experts, self.fns)
             logits = self.model.logits(x[:, -1:] if last_only else x)
         for s in seqs:
             s.lengths[MAIN] += ids.shape[1]
@@ -317,15 +390,18 @@ class ModelRunner:
     def mtp(self, hidden: torch.Tensor, next_ids: torch.Tensor, seqs: list[SeqState], depth: int = 0):
         """MTP block at the next MTP positions: hidden [B, T, N, D] (main streams at t), next_ids
         [B, T] (token t + 1) -> (logits for token t + 2 [B, T, V], the block's output streams)."""
-        step, in_graph = self._step(seqs, MTP, next_ids.shape[1], next_ids.device)
+        # callers pass slices (a draft column, the accepted part of a check) whose strides differ
+        # even where `contiguous()` leaves them (size-1 dims); a graph's guards check strides
+        hidden, next_ids = (t.clone(memory_format=torch.contiguous_format) for t in (hidden, next_ids))
+        step, in_graph = self._step(seqs, MTP, next_ids.shape[1], next_ids.device, hidden, depth)
         st = self.pool.layers[self.cfg.n_layers + depth]
         if in_graph:
             if len(seqs) > 1:
                 torch._dynamo.mark_dynamic(hidden, 0)
                 torch._dynamo.mark_dynamic(next_ids, 0)
-            out = self.mtp_graph(self.model, depth, hidden, next_ids, step, st, self.experts)
+            out = self._call(self.mtp_graph, self.model, depth, hidden, next_ids, step, st, self.experts)
         else:
-            out = mtp_stack(self.model, depth, hidden, next_ids, step, st, self.experts, self.fns)
+            out = mtp_stack(self.model, depth, hidden, next_ids, step, st, self.eager_experts, self.fns)
         for s in seqs:
             s.lengths[MTP] += next_ids.shape[1]
         return out
