@@ -13,6 +13,6 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def _seed():
     torch.manual_seed(0)
 
-# The engine's default (compile="auto") compiles its decode step in a background thread; the suite
-# runs eagerly unless a test asks for compilation (tests/engine/test_compile_default.py unsets this).
+# TRILLION_COMPILE=auto would make the engine's default compile its decode step in a background
+# thread; the suite runs eagerly unless a test asks for compilation (test_compile_default.py sets it).
 os.environ.setdefault("TRILLION_COMPILE", "0")

@@ -115,9 +115,15 @@ def test_vllm_names_are_accepted():
         assert parse([command, "--dtype", "bf16"]).dtype == "bf16", command
 
 
-def test_entry_point_sets_omp_passive_unless_the_user_chose(monkeypatch, capsys):
+def test_entry_point_sets_omp_passive_on_a_busy_machine_unless_the_user_chose(monkeypatch, capsys):
+    from trillion.cli import main as entry
+
     monkeypatch.setenv("OMP_WAIT_POLICY", "unset-below")  # recorded, so the test leaves the env as it was
     monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(entry.os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # idle: OpenMP's spinning default
+    assert main(["params", "tiny", "--json"]) == 0
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setattr(entry.os, "getloadavg", lambda: (entry.BUSY_LOAD, 0.1, 0.1))  # another process runs
     assert main(["params", "tiny", "--json"]) == 0
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")

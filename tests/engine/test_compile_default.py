@@ -1,4 +1,4 @@
-"""The default engine (compile="auto"): eager from the first token, the decode step compiled in a
+"""The background compile mode (compile="auto", or TRILLION_COMPILE=auto for the default): eager from the first token, the decode step compiled in a
 background thread, then run as that graph with the same greedy tokens; the on-disk cache goes to
 the user's cache folder unless one was chosen; without a compiler, or when compiling fails, one
 warning and eager decoding."""
@@ -39,14 +39,17 @@ def references(model):
 
 @pytest.fixture
 def default_mode(monkeypatch, tmp_path):
-    """What a user gets: no TRILLION_COMPILE, an empty inductor cache (this test's own)."""
-    monkeypatch.delenv(compiling.MODE_ENV, raising=False)
+    """The background mode as a user turns it on (TRILLION_COMPILE=auto), an empty inductor cache
+    (this test's own)."""
+    monkeypatch.setenv(compiling.MODE_ENV, "auto")
     monkeypatch.setenv(compiling.CACHE_ENV, str(tmp_path / "inductor"))
 
 
 def test_the_mode_follows_the_argument_then_the_environment(monkeypatch):
     monkeypatch.delenv(compiling.MODE_ENV, raising=False)
     assert compiling.resolve_mode("auto") == "auto"
+    assert compiling.resolve_mode(None) is False  # the default: eager
+    monkeypatch.setenv(compiling.MODE_ENV, "auto")
     assert compiling.resolve_mode(None) == "auto"
     assert compiling.resolve_mode(True) is True
     assert compiling.resolve_mode(False) is False
@@ -74,7 +77,7 @@ def test_the_cli_flag_maps_to_the_modes():
 
     p = build_parser()
     common = ["generate", "--prompt", "x"]
-    assert p.parse_args(common).compile is None  # -> "auto"
+    assert p.parse_args(common).compile is None  # -> the default: eager, or TRILLION_COMPILE's mode
     assert p.parse_args([*common, "--compile"]).compile is True
     assert p.parse_args([*common, "--no-compile"]).compile is False
     assert p.parse_args(["serve", "--no-compile"]).compile is False

@@ -47,7 +47,7 @@ def test_flags_reach_the_service(monkeypatch, capsys):
     for flag in ("--max-seqs", "--max-batch"):  # one limit, three names
         assert build_parser().parse_args(["serve", flag, "5"]).max_batch == 5
     args = build_parser().parse_args(["serve"])
-    assert (args.compile, args.default_max_tokens, args.max_batch) == (None, None, 8)  # None: compile="auto"
+    assert (args.compile, args.default_max_tokens, args.max_batch) == (None, None, 8)  # None: the engine's default mode
     assert main(["serve", "--model", "tiny", "--default-max-tokens", "0"]) == 1
     assert "--default-max-tokens must be >= 1, got 0" in capsys.readouterr().err
     assert serve_cli.port_number("8000") == 8000

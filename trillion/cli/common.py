@@ -89,8 +89,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-draft-tokens", type=positive_int, default=1, help="draft tokens per speculative step")
     add_threads_arg(g)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: the decode step compiles in the background (cached on disk) while it runs "
-                        "eagerly; --compile: compile it and the prefill stages before use; --no-compile: eager")
+                   help="default: eager (TRILLION_COMPILE=auto: the decode step compiles in the background, cached "
+                        "on disk, while it runs eagerly); --compile: compile it and the prefill stages before "
+                        "use (minutes, then cached); --no-compile: eager")
 
 
 def add_mesh_args(g) -> None:

@@ -26,13 +26,27 @@ PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirect
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
+BUSY_LOAD = 0.5  # a 1-minute load average at or above this: another process is using the CPU
+
+
 def set_thread_defaults() -> None:
-    """OpenMP's worker threads spin on their cores between parallel regions by default (the ACTIVE
-    policy). With another busy process on the machine they spin against it: a 64-token generate
-    took 23 s instead of 3.7 s on a shared 2-core machine (docs/engine.md, "Threads"). PASSIVE lets
-    them sleep. OpenMP reads the variable once, when torch loads it, so this runs before any torch
-    import; a value the user set wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """OpenMP's worker threads spin on their cores between parallel regions by default. On an idle
+    machine that is the fast choice (a decode step has ~150 short regions: sleeping threads take
+    longer to wake, and PASSIVE halved bench-94m's batch-1 decode on an idle 2-core Xeon, 38 -> 19
+    tok/s). With another busy process they spin against it: a 64-token generate took 23 s instead of
+    3.7 s (docs/engine.md, "Threads"). So when something else is running when the command starts (the
+    load average, which counts processes running or waiting for a core, is at or above BUSY_LOAD),
+    OMP_WAIT_POLICY=PASSIVE lets idle threads sleep; otherwise OpenMP's default stays. OpenMP reads
+    the variable once, when torch loads it, so this runs before any torch import; a value the user set
+    wins."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    try:
+        busy = os.getloadavg()[0] >= BUSY_LOAD
+    except OSError:  # no load average on this platform: the safe choice on a shared machine
+        busy = True
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_mesh_args(g)
     add_threads_arg(g)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: the decode step compiles in the background (cached on disk) while it runs "
-                        "eagerly; --compile: compile it and the prefill stages before use; --no-compile: eager")
+                   help="default: eager (TRILLION_COMPILE=auto: the decode step compiles in the background, cached "
+                        "on disk, while it runs eagerly); --compile: compile it and the prefill stages before "
+                        "use (minutes, then cached); --no-compile: eager")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
     p.set_defaults(func=run)

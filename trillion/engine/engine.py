@@ -105,9 +105,10 @@ class Engine:
     state the pool holds, all sequences together; default: max_seqs x max_model_len, or what 80% of
     the available memory holds), kv_dtype (how the state is stored: "auto" = the model's dtype,
     "bf16", "float32", or "fp8" = the release's FP8 KV / FP4 indexer keys), speculative ("mtp"),
-    num_draft_tokens, compile ("auto", the default: the decode and speculative steps compile in a
-    background thread, cached on disk, while they run eagerly; True: compile the steps and prefill
-    stages now, on first use; False: eager; see trillion.engine.compiling), experts (the
+    num_draft_tokens, compile (None, the default: eager, or "auto" when TRILLION_COMPILE=auto; "auto":
+    the decode and speculative steps compile in a background thread, cached on disk, while they run
+    eagerly; True: compile the steps and prefill stages now, on first use; False: eager; see
+    trillion.engine.compiling), experts (the
     routed-expert strategy: "grouped", "graph" or an object, see trillion.engine.experts; default
     "graph" when compiling, else "grouped")."""
 
@@ -124,7 +125,7 @@ class Engine:
         allow_long_context: bool = False,
         speculative: str | None = None,
         num_draft_tokens: int = 1,
-        compile: bool | str = "auto",
+        compile: bool | str | None = None,
         experts=None,
     ):
         cfg = model.cfg
