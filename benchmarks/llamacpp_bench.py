@@ -10,12 +10,13 @@ for llama.cpp with `trillion export` (f32 and q8_0), then runs each engine in it
 
   llama-f32, llama-q8_0       llama.cpp through llama-cpp-python (default context settings, f16 KV;
                               no extra weight buffers unless --llama-extra-buffers: see llama_runner)
-  trillion                    `trillion.LLM(path)`, the default a user gets (float32): eager from the
-                              first token, the decode step compiling in the background (compile="auto")
+  trillion                    `trillion.LLM(path)`, the default a user gets (float32, eager)
+  trillion-auto               `trillion.LLM(path, compile="auto")`: eager from the first token, the
+                              decode step compiling in the background (not in the default list)
   trillion-warm               the same again: inductor's on-disk cache now holds the first run's graphs
   trillion-eager              `trillion.LLM(path, compile=False)`
   trillion-compile            `trillion.LLM(path, compile=True)`: everything compiled before use
-  trillion-int8               `trillion.LLM(int8_path)`, the int8 scheme (compare with q8_0)
+  trillion-int8               `trillion.LLM(int8_path)`, the int8 scheme, default engine (compare with q8_0)
   trillion-int8-compile       (not in the default list)
 
 Unless --keep-cache, the workers share a fresh TORCHINDUCTOR_CACHE_DIR in the work folder, so the
@@ -45,8 +46,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ENGINES = ("llama-f32", "llama-q8_0", "trillion", "trillion-warm", "trillion-eager", "trillion-compile", "trillion-int8")
-COMPILE = {"trillion-eager": "false", "trillion-compile": "true", "trillion-int8-compile": "true"}  # else "auto"
+ENGINES = ("llama-f32", "llama-q8_0", "trillion", "trillion-compile", "trillion-int8")
+COMPILE = {"trillion-eager": "false", "trillion-compile": "true", "trillion-int8-compile": "true",
+           "trillion-auto": "auto", "trillion-warm": "auto"}  # else "default": what LLM(path) does
 
 
 def cpu_name() -> str:
@@ -119,8 +121,8 @@ def worker(args) -> dict:
     first(prompt)
     startup = time.time() - args.spawn_time
     ready = None
-    if args.worker == "trillion":
-        run.runner.wait_compiled()  # compile="auto": the decode step's graph, compiling since start-up
+    if args.worker == "trillion" and args.compile == "auto":
+        run.runner.wait_compiled()  # the decode step's graph, compiling since start-up
         ready = time.time() - args.spawn_time
     t = time.perf_counter()
     run(prompt, 4)  # warm-up: the decode step (compiled when asked)
@@ -202,8 +204,8 @@ def trillion_runner(args):
     torch.set_num_threads(args.threads)
     from trillion import LLM, SamplingParams
 
-    compile = {"auto": "auto", "true": True, "false": False}[args.compile]
-    llm = LLM(args.path, compile=compile, max_model_len=args.n_ctx)
+    options = {} if args.compile == "default" else {"compile": {"auto": "auto", "true": True, "false": False}[args.compile]}
+    llm = LLM(args.path, max_model_len=args.n_ctx, **options)
 
     def run(prompt, n_new):
         params = SamplingParams(temperature=0, max_new_tokens=n_new, ignore_eos=True)
@@ -220,7 +222,7 @@ def spawn(engine: str, path: Path, args, prompt, long_prompt) -> dict:
            "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--n-ctx", str(args.n_ctx),
            "--prompt", json.dumps(prompt), "--long-prompt", json.dumps(long_prompt)]
     if kind == "trillion":
-        cmd += ["--compile", COMPILE.get(engine, "auto")]
+        cmd += ["--compile", COMPILE.get(engine, "default")]
     if args.llama_extra_buffers:
         cmd.append("--llama-extra-buffers")
     cmd += ["--spawn-time", repr(time.time())]
@@ -250,7 +252,7 @@ def build(args, work: Path) -> dict[str, Path]:
     export_gguf(model, paths["llama-q8_0"], type="q8_0", overwrite=True)
     int8 = quantize_model(model, get_scheme("int8", head="int8"), inplace=False)
     save_model(int8, paths["trillion-int8"])
-    for e in ("trillion-warm", "trillion-eager", "trillion-compile"):
+    for e in ("trillion-auto", "trillion-warm", "trillion-eager", "trillion-compile"):
         paths[e] = paths["trillion"]
     paths["trillion-int8-compile"] = paths["trillion-int8"]
     args.active = {
@@ -260,7 +262,7 @@ def build(args, work: Path) -> dict[str, Path]:
     cfg = model.cfg
     for e in ("llama-f32", "llama-q8_0"):
         args.active[e] = gguf_active_bytes(paths[e], cfg.n_activated_experts, cfg.n_routed_experts, cfg.vocab_size)
-    for e in ("trillion-warm", "trillion-eager", "trillion-compile"):
+    for e in ("trillion-auto", "trillion-warm", "trillion-eager", "trillion-compile"):
         args.active[e] = args.active["trillion"]
     args.active["trillion-int8-compile"] = args.active["trillion-int8"]
     return paths
@@ -269,7 +271,7 @@ def build(args, work: Path) -> dict[str, Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flavor", default="bench-94m")
-    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, from {ENGINES} and trillion-int8-compile")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, from {ENGINES} and trillion-auto, trillion-warm, trillion-eager, trillion-int8-compile")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -285,7 +287,7 @@ def main(argv=None) -> int:
     # worker mode (internal)
     ap.add_argument("--worker", choices=("llama", "trillion"), help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
-    ap.add_argument("--compile", default="auto", choices=("auto", "true", "false"), help=argparse.SUPPRESS)
+    ap.add_argument("--compile", default="default", choices=("default", "auto", "true", "false"), help=argparse.SUPPRESS)
     ap.add_argument("--prompt", help=argparse.SUPPRESS)
     ap.add_argument("--long-prompt", help=argparse.SUPPRESS)
     ap.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
@@ -330,7 +332,7 @@ def main(argv=None) -> int:
         ref = base[e]
         vs = f"{r['decode'] / ref['decode']:.2f}x" if ref and not e.startswith("llama") else "-"
         share = args.active[e] * r["decode"] / (bw * 1e9)
-        ready = "-" if r.get("ready") is None or COMPILE.get(e, "auto") != "auto" else f"{r['ready']:.0f} s"
+        ready = "-" if r.get("ready") is None or COMPILE.get(e, "default") != "auto" else f"{r['ready']:.0f} s"
         print(f"| {e} | {r['decode']:.0f} | {vs} | {r['prefill']:,.0f} | {r['startup']:.1f} s | {ready} "
               f"| {r['warmup']:.1f} s "
               f"| {r['rss_mb']:,.0f} MB | {args.active[e] / 1e6:.1f} MB | {100 * share:.0f}% |")
