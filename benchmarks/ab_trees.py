@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trillion.plan.hardware import cpu_name
+
 CHILD = r"""
 import json, sys, time, torch
 from trillion.engine import LLM, SamplingParams
@@ -41,13 +43,6 @@ first = max(o.stats["time_to_first_token_s"] for o in outs)
 total = max(o.stats["total_time_s"] for o in outs)
 print(json.dumps({"prefill": 256 * batch / first, "decode": batch * 47 / (total - first)}))
 """
-
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def run(tree: str, args) -> dict:
@@ -73,7 +68,7 @@ def main() -> None:
             runs[name].append(res)
             print(f"round {r + 1} {name}: prefill {res['prefill']:.0f} tok/s, decode {res['decode']:.1f} tok/s, "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"\n{cpu()}, {args.threads} threads, batch {args.batch}, {'compiled' if args.compile else 'eager'}, "
+    print(f"\n{cpu_name()}, {args.threads} threads, batch {args.batch}, {'compiled' if args.compile else 'eager'}, "
           f"median of {args.rounds}:")
     print("| tree | prefill tok/s | decode tok/s |\n|---|---|---|")
     for name in ("before", "after"):

@@ -28,17 +28,7 @@ from trillion.flavors import get_flavor
 from trillion.model import Transformer
 from trillion.model.init import init_weights
 from trillion.params import count_params
-
-
-def bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
-    """Read bandwidth: sum over a buffer much larger than the caches (best of a few)."""
-    x = torch.ones(size_mb * 2**20 // 4)
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        x.sum()
-        best = max(best, x.numel() * 4 / (time.perf_counter() - t) / 1e9)
-    return best
+from trillion.plan.hardware import measure_bandwidth
 
 
 def timed(fn) -> float:
@@ -86,7 +76,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    bw = bandwidth_gbs()
+    bw = measure_bandwidth() / 1e9
     print(f"machine: {torch.get_num_threads()} threads, measured read bandwidth {bw:.1f} GB/s, torch {torch.__version__}")
     rows = []
     for name in args.flavors.split(","):

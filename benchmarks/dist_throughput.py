@@ -16,21 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+from trillion.plan.hardware import cpu_name
 
 
 def worker(args) -> None:
@@ -81,7 +71,7 @@ def main() -> None:
             sys.exit(f"world {w} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
         rows.append(json.loads(line[7:]))
     print(f"{args.flavor}, {args.prompts} prompts x {args.new_tokens} greedy tokens, dp = processes, tp = 1, "
-          f"1 thread each; {cpu()}; load average {os.getloadavg()[0]:.1f}")
+          f"1 thread each; {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     print("| processes | tokens/s | wall | time to first token (last of the batch) |")
     print("|---|---|---|---|")
     for r in rows:

@@ -24,21 +24,14 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+from trillion.plan.hardware import cpu_name
+
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def timed(fn, repeats: int, clock=time.perf_counter) -> float:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -49,28 +48,6 @@ from pathlib import Path
 ENGINES = ("llama-f32", "llama-q8_0", "trillion", "trillion-compile", "trillion-int8")
 COMPILE = {"trillion-eager": "false", "trillion-compile": "true", "trillion-int8-compile": "true",
            "trillion-auto": "auto", "trillion-warm": "auto"}  # else "default": what LLM(path) does
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except (OSError, AttributeError):
-        return "unknown CPU"
-
-
-def bandwidth_gbs(threads: int, size_mb: int = 512, repeats: int = 5) -> float:
-    """Read bandwidth: sum over a buffer much larger than the caches (best of a few)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    x = torch.ones(size_mb * 2**20 // 4)
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        x.sum()
-        best = max(best, x.numel() * 4 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 # ---------------------------------------------------------------------- bytes per decoded token
@@ -301,10 +278,12 @@ def main(argv=None) -> int:
 
     from trillion.flavors import get_flavor
     from trillion.params import count_params
+    from trillion.plan.hardware import cpu_name, measure_bandwidth
 
     cfg = get_flavor(args.flavor)
     report = count_params(cfg)
-    bw = bandwidth_gbs(args.threads)
+    torch.set_num_threads(args.threads)
+    bw = measure_bandwidth() / 1e9
     print(f"{cpu_name()}, {args.threads} threads, read bandwidth {bw:.1f} GB/s, torch {torch.__version__}")
     print(f"{args.flavor}: {report.total / 1e6:.1f}M parameters, {report.active / 1e6:.1f}M active per token; "
           f"prompt {args.prompt_len}, {args.new_tokens} greedy tokens, prefill {args.prefill_len}")

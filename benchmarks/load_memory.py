@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from trillion.plan.hardware import cpu_name
+
 
 def peak_rss() -> int:
     """Peak resident set size of this process so far, in bytes.
@@ -174,14 +176,6 @@ def run_sharded(path: Path, dtype: str, ranks: int, tp: int, quantize: str | Non
             raise SystemExit(f"a loading rank failed (exit {p.returncode})")
         rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
-
-
-def cpu_name() -> str:
-    import platform
-
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
 
 
 def gb(n: int) -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -44,18 +43,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the trillion command: 
 
 import torch
 
+from trillion.plan.hardware import cpu_name
+
 DEFAULT_ROWS = [f"demo:{n}" for n in ("8K", "64K", "256K", "1M")] + [f"bench-94m:{n}" for n in ("8K", "64K", "256K")]
 OUT = Path(__file__).resolve().parent / "results" / "long_context"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:

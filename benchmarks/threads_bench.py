@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from trillion.plan.hardware import cpu_name
 
 SETTINGS = {  # name -> (OMP_WAIT_POLICY or None for unset, torch threads or None for the default)
     "OpenMP default": (None, None),
@@ -50,16 +50,6 @@ def measure(policy: str | None, threads: int | None, tokens: int) -> tuple[float
     cmd = [sys.executable, __file__, "--child", "--tokens", str(tokens)] + (["--threads", str(threads)] if threads else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), int(out[1])
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
