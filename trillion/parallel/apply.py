@@ -105,11 +105,11 @@ def attach(model: Transformer, p: Placement, tp_group, ep_group) -> Transformer:
 
 
 @torch.no_grad()
-def join_idle(model: Transformer, stack: str = "main") -> None:
-    """Join the expert exchanges of one pass of `stack` ("main": the layers, "mtp": the MTP blocks)
-    with no token, as a rank with no sequence this step must (the other ranks' tokens may still be
-    routed to its experts)."""
-    blocks = model.layers if stack == "main" else model.mtp
+def join_idle(model: Transformer, stack: str = "main", depth: int | None = None) -> None:
+    """Join the expert exchanges of one pass of `stack` ("main": the layers, "mtp": the MTP blocks,
+    or only block `depth` of them, as the engine runs them) with no token, as a rank with no sequence
+    this step must (the other ranks' tokens may still be routed to its experts)."""
+    blocks = model.layers if stack == "main" else model.mtp if depth is None else [model.mtp[depth]]
     cfg, dev = model.cfg, model.embed.weight.device
     x = torch.empty(0, cfg.dim, dtype=model.dtype, device=dev)
     w = torch.empty(0, cfg.n_activated_experts, dtype=torch.float32, device=dev)

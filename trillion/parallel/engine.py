@@ -34,6 +34,7 @@ experts by global id, and a rank holds only its own.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import torch
@@ -46,6 +47,7 @@ from ..engine.sampling import SamplingParams
 from ..errors import UserError
 from ..model import Transformer
 from . import health
+from .apply import join_idle
 
 TICK_S = 1.0  # an idle leader broadcasts at least this often
 
@@ -58,7 +60,7 @@ class PassGate:
     def __init__(self, model: Transformer):
         self.model = model
         self.kinds = 1 + len(model.mtp)
-        self.device = model.embed.weight.device
+        self.device = model.embed.weight.device  # where the votes are summed (nccl needs the device)
 
     def _agree(self, want: int | None) -> int | None:
         votes = torch.zeros(self.kinds, dtype=torch.int32, device=self.device)
@@ -78,16 +80,12 @@ class PassGate:
         while (turn := self._agree(None)) is not None:
             self.idle(turn)
 
-    @torch.no_grad()
     def idle(self, kind: int) -> None:
         """One pass of `kind` with no token: this rank's part of every expert exchange."""
-        blocks = self.model.layers if kind == 0 else [self.model.mtp[kind - 1]]
-        cfg, dev = self.model.cfg, self.device
-        x = torch.empty(0, cfg.dim, dtype=self.model.dtype, device=dev)
-        w = torch.empty(0, cfg.n_activated_experts, dtype=torch.float32, device=dev)
-        ids = torch.empty(0, cfg.n_activated_experts, dtype=torch.long, device=dev)
-        for blk in blocks:
-            blk.ffn.routed(x, w, ids)
+        if kind == 0:
+            join_idle(self.model, "main")
+        else:
+            join_idle(self.model, "mtp", kind - 1)
 
 
 class GatedRunner(ModelRunner):
@@ -144,8 +142,8 @@ class DistributedEngine:
         self._mirrors: dict[int, Sequence] = {}  # key -> what callers read
         self._group_of: dict[int, int] = {}
         self._outbox: dict[str, list] = {"add": [], "abort": [], "stop": []}
-        self._keys = iter(range(2**62))
-        self._requests = iter(range(2**62))
+        self._keys = itertools.count()
+        self._requests = itertools.count()
         self._last_broadcast = time.monotonic()
         self._closed = False
 
