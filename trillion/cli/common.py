@@ -104,7 +104,7 @@ def add_mesh_args(g) -> None:
 
 def distributed(args: argparse.Namespace) -> bool:
     """Whether this command runs as one of several processes (torchrun, or --tp / --dp given)."""
-    from ..parallel.launch import launched
+    from ..parallel import launched
 
     return bool(args.tp or args.dp) or launched()
 

@@ -29,6 +29,14 @@ _DISTRIBUTED = {
 }
 
 
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun (or an equivalent launcher): a
+    check of the environment, cheap enough for every command's start-up."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def __getattr__(name: str):
     """The distributed parts load on first use (the planner imports `layout` alone)."""
     if name in _DISTRIBUTED:
@@ -39,7 +47,7 @@ def __getattr__(name: str):
 
 
 __all__ = [  # noqa: RUF022 (the layout names, then the lazily loaded ones in _DISTRIBUTED's order)
-    "LayoutError", "check_layout", "require_layout",
+    "LayoutError", "check_layout", "launched", "require_layout",
     "counting", "EXIT_RANK_LOST", "RankLost", "guard", "load_sharded", "init_mesh", "shutdown",
     "attach", "join_idle", "parallelize", "shard", "Placement",
 ]

@@ -22,11 +22,6 @@ from .health import guard
 from .mesh import init_mesh, shutdown
 
 
-def launched() -> bool:
-    """Whether this process is one of several started by torchrun (or an equivalent launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def mesh_shape(tp: int | None, dp: int | None) -> tuple[int, int]:
     """(dp, tp) for this launch: a missing one fills the world (default: tp = 1, dp = world, i.e.
     data-parallel attention with expert parallelism over every rank, as DeepSeek serves V4)."""
