@@ -97,3 +97,20 @@ def test_every_flavor_builds_on_meta_quickly(name):
         model = Transformer(FLAVORS[name])
     assert all(p.is_meta for p in model.parameters())
     assert time.perf_counter() - start < 60  # "in seconds": a generous bound for a 2-core CI machine
+
+
+def test_sinkhorn_host_loop_equals_the_torch_loop():
+    """Small inputs with no graph to record run the iterations in NumPy; the torch loop (taken for
+    autograd, and for large inputs) is the reference. Same float32 operations: equal to the last bit
+    on the machines we test, and asserted to a float32 ulp."""
+    from trillion.model import mhc
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1, 1, 4, 4), (8, 1, 4, 4), (2, 3, 4, 4), (1, 1, 2, 2)]:
+        logits = torch.randn(shape, generator=g) * 3
+        assert mhc._host_loop(logits.softmax(-1))
+        host = sinkhorn(logits, iters=20, eps=1e-6)
+        graph = sinkhorn(logits.clone().requires_grad_(), iters=20, eps=1e-6).detach()
+        torch.testing.assert_close(host, graph, rtol=1.2e-7, atol=0)
+    big = torch.randn(1, mhc.HOST_SINKHORN_MAX // 16 + 1, 4, 4)
+    assert not mhc._host_loop(big)
