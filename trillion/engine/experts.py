@@ -6,7 +6,7 @@ path cannot stay: which weights it reads depends on the router's output. So the 
 of two strategies, chosen by the caller (`Engine(experts=...)`; by default "graph" when the
 engine compiles, "grouped" without; the default compile="auto" runs its eager steps "grouped"):
 
-* `Grouped`: the MoE's own `routed`, eagerly.
+* `Grouped`: the MoE's own `routed`, eagerly (one token: `routed_token`, the same sum unsorted).
 * `InGraph`: what a compiled step can keep in its graph. One token: each chosen expert runs as
   the first expert's module called with the e-th slices of stacked weights, at an index the graph
   reads from the router (`routed_one`, no copy); a few tokens of a model with few experts: every
@@ -33,10 +33,24 @@ DENSE_TOKENS = 64  # ... and the step has at most this many tokens (a decode bat
 
 
 class Grouped:
-    """The MoE's own grouped path, eagerly."""
+    """The MoE's own grouped path, eagerly; one token (decoding one sequence) skips its sort."""
 
     def __call__(self, layer: int, moe: MoE, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor):
+        if x.shape[0] == 1 and type(moe).routed is MoE.routed:  # not a subclass's (expert parallel)
+            return routed_token(moe, x, weights, indices)
         return moe.routed(x, weights, indices)
+
+
+def routed_token(moe: MoE, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """`MoE.routed` for one token without its sort, gathers and scatter (a decode step's ~15 small
+    ops a layer): the chosen experts in turn, summed in the order `routed` adds them (by expert id),
+    so the same bits for a router's k distinct experts. x [1, D] -> float32 [1, D]."""
+    ids = indices[0].tolist()
+    out = None
+    for j in sorted(range(len(ids)), key=ids.__getitem__):  # routed's stable argsort
+        y = moe.experts[ids[j]](x, weights[:, j : j + 1]).float()
+        out = y if out is None else out + y
+    return out
 
 
 class InGraph:
