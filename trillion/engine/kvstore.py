@@ -55,6 +55,14 @@ def check_fp8_config(cfg) -> None:
         raise UserError(f"kv_dtype='fp8' needs an even index_head_dim (two FP4 codes per byte), got {cfg.index_head_dim}")
 
 
+def take(t: torch.Tensor, index) -> torch.Tensor:
+    """t[index]; a tensor of row numbers (page rows, slots) goes through `index_select`, which gathers
+    rows 1.5-2x faster than advanced indexing (a decode step reads ~15 times)."""
+    if isinstance(index, torch.Tensor) and index.dtype == torch.long:
+        return t.index_select(0, index.flatten()).view(*index.shape, *t.shape[1:])
+    return t[index]
+
+
 class Store:
     """Vectors [*lead, width] in one format; `dtype` is what `read` returns (the compute dtype)."""
 
@@ -95,7 +103,7 @@ class FloatStore(Store):
         self.values = self.parts["values"]
 
     def read(self, index) -> torch.Tensor:
-        return self.values[index].to(self.dtype)
+        return take(self.values, index).to(self.dtype)
 
     def write(self, index, values: torch.Tensor) -> None:
         self.values[index] = values.to(self.values.dtype)
@@ -166,8 +174,8 @@ class FP8KVStore(Store):
 
     def read(self, index) -> torch.Tensor:
         p = self.parts
-        nope = fp8_decode(p["nope"][index], p["scale"][index], self.dtype)
-        return torch.cat((nope, p["rope"][index].to(self.dtype)), dim=-1)
+        nope = fp8_decode(take(p["nope"], index), take(p["scale"], index), self.dtype)
+        return torch.cat((nope, take(p["rope"], index).to(self.dtype)), dim=-1)
 
     def write(self, index, values: torch.Tensor) -> None:
         codes, scale = fp8_encode(values[..., : self.nope])
@@ -188,7 +196,7 @@ class FP4KeyStore(Store):
             "codes": (width // 2, torch.uint8), "scale": (ceil_div(width, FP4_BLOCK), torch.uint8)})
 
     def read(self, index) -> torch.Tensor:
-        return fp4_decode(self.parts["codes"][index], self.parts["scale"][index], self.dtype)
+        return fp4_decode(take(self.parts["codes"], index), take(self.parts["scale"], index), self.dtype)
 
     def write(self, index, values: torch.Tensor) -> None:
         codes, scale = fp4_encode(values)
