@@ -139,6 +139,24 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, read, rows: torch.Tensor, rea
     return top.view(b, t, k)
 
 
+# exp(x) for x below about -87.3 (a float32 result under the smallest normal number, or -inf for a
+# masked logit) takes a slow path in torch's vectorised exp: ~10x the time, and most of a prefill
+# chunk's window logits are masked. Weights are computed from max(x, EXP_FLOOR) and masked by
+# multiplication: a visible entry that far below the row's maximum weighs 1.6e-38 instead of less,
+# nothing next to the maximum's 1 in the denominator.
+EXP_FLOOR = -87.0
+
+
+def _mask_bias(seen: torch.Tensor) -> torch.Tensor:
+    """0 where seen is 1, -inf where it is 0 (to add before a max)."""
+    return torch.where(seen > 0, 0.0, NEG_INF)
+
+
+def _exp_weights(logits: torch.Tensor, m: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """exp(logits - m) where seen, 0 elsewhere; logits [B, T, H, n], m [B, T, H], seen [B, T, 1, n]."""
+    return (logits - m[..., None]).clamp_(min=EXP_FLOOR).exp_().mul_(seen)
+
+
 def attend_entries(q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor, sink: torch.Tensor, scale: float,
                    read, rows: torch.Tensor, ready: torch.Tensor, block: int | None) -> torch.Tensor:
     """`attend(q, cat(keys, entries), cat(visible, entry < ready), sink, scale)` with the entries
@@ -150,20 +168,19 @@ def attend_entries(q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor, s
     qf = q.float().reshape(b, t * h, kd)  # rows (t, h): the logits of a block are one matmul
     kf = keys.float()
     logits = torch.bmm(qf, kf.transpose(1, 2)).view(b, t, h, -1) * scale
-    logits = logits.masked_fill(~visible[:, :, None, :], NEG_INF)
+    seen = visible[:, :, None, :].float()  # [B, T, 1, L]: 1 visible, 0 masked
     sink_l = sink.float().view(1, 1, h).expand(b, t, h)
-    m = torch.maximum(logits.amax(-1), sink_l)  # [B, T, H]
-    p = torch.exp(logits - m[..., None])
+    m = torch.maximum((logits + _mask_bias(seen)).amax(-1), sink_l)  # [B, T, H]
+    p = _exp_weights(logits, m, seen)
     denom = p.sum(-1) + torch.exp(sink_l - m)  # the sink joins the denominator only
     out = torch.bmm(p.view(b, t * h, -1), kf).view(b, t, h, kd)
     for s, e in blocks(rows.shape[1], block):
         ent = read(rows[:, s:e]).float()  # [B, Cb, K]
         lg = torch.bmm(qf, ent.transpose(1, 2)).view(b, t, h, e - s) * scale
-        entry = torch.arange(s, e, device=q.device)
-        lg = lg.masked_fill((entry >= ready)[:, :, None, :], NEG_INF)
-        m_new = torch.maximum(m, lg.amax(-1))
+        seen = (torch.arange(s, e, device=q.device) < ready)[:, :, None, :].float()  # [B, T, 1, Cb]
+        m_new = torch.maximum(m, (lg + _mask_bias(seen)).amax(-1))
         alpha = torch.exp(m - m_new)
-        p = torch.exp(lg - m_new[..., None])
+        p = _exp_weights(lg, m_new, seen)
         denom = denom * alpha + p.sum(-1)
         out = out * alpha[..., None] + torch.bmm(p.view(b, t * h, e - s), ent).view(b, t, h, kd)
         m = m_new
