@@ -6,7 +6,7 @@
 
 Each measurement is a fresh process with PYTHONPATH set to one tree (so `import trillion` is that
 tree's code; the installed dependencies are shared): bench-94m with seeded random weights, `LLM(model,
-max_seqs=8, compile=...)`, a warm-up generate, then --batch prompts of 256 random tokens and 48
+max_seqs=8, compile=...)`, a warm-up generate, then --batch prompts of 256 random tokens and --new-tokens (48)
 greedy tokens; prefill tok/s = prompt tokens / time to the last sequence's first token, decode
 tok/s = tokens after the first / the time after it. The trees alternate within each round, so slow
 drifts of the machine hit both. Prints every run and the medians, with the CPU's name.
@@ -30,7 +30,7 @@ from trillion.engine import LLM, SamplingParams
 from trillion.flavors import get_flavor
 from trillion.model import Transformer
 from trillion.model.init import init_weights
-compile_, batch, threads = sys.argv[1] == "compile", int(sys.argv[2]), int(sys.argv[3])
+compile_, batch, threads, new = sys.argv[1] == "compile", int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 cfg = get_flavor("bench-94m")
 model = init_weights(Transformer(cfg), seed=0).eval()
@@ -38,16 +38,17 @@ g = torch.Generator().manual_seed(1)
 prompts = torch.randint(2, cfg.vocab_size, (8, 256), generator=g).tolist()
 llm = LLM(model, max_seqs=8, compile=compile_)
 llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_tokens=4, ignore_eos=True))
-outs = llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_tokens=48, ignore_eos=True))
+outs = llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_tokens=new, ignore_eos=True))
 first = max(o.stats["time_to_first_token_s"] for o in outs)
 total = max(o.stats["total_time_s"] for o in outs)
-print(json.dumps({"prefill": 256 * batch / first, "decode": batch * 47 / (total - first)}))
+print(json.dumps({"prefill": 256 * batch / first, "decode": batch * (new - 1) / (total - first)}))
 """
 
 
 def run(tree: str, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()), "TRILLION_COMPILE": "0"}
-    cmd = [sys.executable, "-c", CHILD, "compile" if args.compile else "eager", str(args.batch), str(args.threads)]
+    cmd = [sys.executable, "-c", CHILD, "compile" if args.compile else "eager", str(args.batch), str(args.threads),
+           str(args.new_tokens)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd="/")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,6 +60,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--new-tokens", type=int, default=48, help="greedy tokens per sequence (decode: all but the first)")
     p.add_argument("--compile", action="store_true", help="compile=True in both trees (compile time not timed)")
     args = p.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
