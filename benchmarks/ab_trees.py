@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from trillion.plan.hardware import cpu_name
@@ -47,6 +48,8 @@ print(json.dumps({"prefill": 256 * batch / first, "decode": batch * (new - 1) / 
 
 def run(tree: str, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()), "TRILLION_COMPILE": "0"}
+    if args.compile:  # one inductor cache per tree: the pre-rewrite tree aborted on the other's cache
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(args.cache) / Path(tree).resolve().name)
     cmd = [sys.executable, "-c", CHILD, "compile" if args.compile else "eager", str(args.batch), str(args.threads),
            str(args.new_tokens)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd="/")
@@ -62,6 +65,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--new-tokens", type=int, default=48, help="greedy tokens per sequence (decode: all but the first)")
     p.add_argument("--compile", action="store_true", help="compile=True in both trees (compile time not timed)")
+    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "ab_trees_inductor"),
+                   help="with --compile: inductor caches go to CACHE/<tree folder name>")
     args = p.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for r in range(args.rounds):

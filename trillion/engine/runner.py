@@ -38,6 +38,7 @@ from ..model import Transformer
 from ..model.attention import QUERY_CHUNK, Attention, attend
 from ..model.block import Block
 from ..model.compressor import Compressor
+from ..model.indexer import select_topk
 from ..model.mhc import hc_post
 from . import sparse
 from .compiling import Background, compile_fn
@@ -162,13 +163,23 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
         ix = attn.indexer
         if ix is not None:
             fold(ix.compressor, st.idx_kv, st.idx_score, st.idx_keys, iproj, step, step.new[r], h.dtype)
-        if ix is None or rows.shape[1] <= ix.topk:
+        c, b = rows.shape[1], q.shape[0]
+        if ix is None or c <= ix.topk:
             # HCA: every complete entry. CSA with no more entries than top-k: the indexer would
             # pick every visible one, so they are attended like HCA's
-            out = sparse.attend_entries(q, keys, visible, attn.attn_sink, attn.scale, st.entries.read, rows, ready,
-                                        _block(step, attn.n_heads))
+            if step.block is None or b * t * attn.n_heads * c <= step.block:  # one block: the model's attend
+                seen = torch.arange(c, device=pos.device) < ready  # [B, T, C]
+                out = attend_fn(q, torch.cat((keys, st.entries.read(rows)), dim=1), torch.cat((visible, seen), -1),
+                                attn.attn_sink, attn.scale)
+            else:
+                out = sparse.attend_entries(q, keys, visible, attn.attn_sink, attn.scale, st.entries.read, rows,
+                                            ready, _block(step, attn.n_heads))
         else:
-            top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, 1))  # [B, T, Cb] scores
+            if step.block is None or b * t * ix.n_heads * c <= sparse.DOTS_ELEMENTS:  # one small block
+                scores = ix.scores(h, iq, st.idx_keys.read(rows), iw)  # [B, T, C]
+                top = select_topk(scores, torch.arange(c, device=pos.device) < ready, ix.topk)
+            else:
+                top = sparse.indexer_topk(iq, iw, st.idx_keys.read, rows, ready, ix.topk, _block(step, 1))
             picked_visible = top >= 0
             picked = st.entries.read(rows.gather(1, top.clamp(min=0).flatten(1))).view(*top.shape, -1)  # [B, T, k, K]
             out = torch.cat([  # bound the picked keys' logits of a long chunk
