@@ -118,10 +118,13 @@ def fold(comp: Compressor, ring_kv: torch.Tensor, ring_score: torch.Tensor, page
         src_kv = torch.cat((ring_kv[old], kv), dim=1)  # [B, span + T, c*w]
         src_sc = torch.cat((ring_score[old].masked_fill((back < 0)[..., None], float("-inf")), score), dim=1)
         entry = start[:, None] // r + torch.arange(n, device=pos.device)  # [B, n] entries to pool
-        window = (entry + 1)[:, :, None] * r - span + torch.arange(span, device=pos.device)  # positions
-        src = (window - start[:, None, None] + span).clamp(max=span + t - 1).flatten(1)  # [B, n * span]
-        win_kv = src_kv.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
-        win_sc = src_sc.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
+        if t == 1 and n == 1:  # one token completes at most the block ending at it: the last span rows
+            win_kv, win_sc = src_kv[:, None, 1:], src_sc[:, None, 1:]  # (or nothing: then masked below)
+        else:
+            window = (entry + 1)[:, :, None] * r - span + torch.arange(span, device=pos.device)  # positions
+            src = (window - start[:, None, None] + span).clamp(max=span + t - 1).flatten(1)  # [B, n * span]
+            win_kv = src_kv.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
+            win_sc = src_sc.gather(1, src[..., None].expand(-1, -1, kv.shape[-1])).unflatten(1, (n, span))
         entries = comp.finish(comp.pool(win_kv, win_sc), entry[:, :1], dtype)  # [B, n, w]
         # write the complete ones; the rest (blocks still open) go to the scratch row, masked
         rows = step.rows[r]
