@@ -38,12 +38,8 @@ def sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """Row softmax (+eps), then alternate column / row normalisation; `iters` column passes."""
     comb = logits.softmax(-1) + eps
     if _host_loop(comb):
-        return torch.from_numpy(_sinkhorn_numpy(comb.numpy(), iters, np.float32(eps)))
-    comb = comb / (comb.sum(-2, keepdim=True) + eps)
-    for _ in range(iters - 1):
-        comb = comb / (comb.sum(-1, keepdim=True) + eps)
-        comb = comb / (comb.sum(-2, keepdim=True) + eps)
-    return comb
+        return torch.from_numpy(_normalise(comb.numpy(), iters, np.float32(eps)))
+    return _normalise(comb, iters, eps)
 
 
 def _host_loop(comb: torch.Tensor) -> bool:
@@ -59,9 +55,9 @@ def _host_loop(comb: torch.Tensor) -> bool:
     )
 
 
-def _sinkhorn_numpy(comb: np.ndarray, iters: int, eps: np.float32) -> np.ndarray:
-    """`sinkhorn`'s normalisations on a NumPy array: the same float32 sums and divisions
-    (tests/model/test_mhc.py checks the bits equal torch's)."""
+def _normalise(comb, iters: int, eps):
+    """The alternating normalisation of a torch tensor or a NumPy array (one code for both: the
+    same float32 sums and divisions; tests/model/test_components.py holds the two equal)."""
     comb = comb / (comb.sum(-2, keepdims=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdims=True) + eps)
