@@ -5,6 +5,8 @@
   share, evict or mistake each other's graphs.
 * Inductor's C++ wrapper: the graph's kernels and matmuls are called from C++, not from Python,
   which on a decode step is most of the time outside the matmuls.
+* The state a step writes (rings, pages) is written in place: inductor's locality reordering is
+  off, since it made the rings' writes copies of the whole ring (see `compile_fn`).
 * `own_model`: drop the guards on the model's modules. Only for a call site that only ever sees one
   model (the decoder); the guards would check hundreds of parameters on every step for nothing.
 * Scalars read from tensors (an expert index) stay in the graph, and a call site may keep up to 64
@@ -37,7 +39,11 @@ NOTICE_S = 5.0  # a compilation taking longer than this says so on stderr
 
 def compile_fn(fn, *, dynamic: bool | None, own_model: bool = False):
     code = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    options = {"cpp_wrapper": True}
+    # reorder_for_locality off: that pass moves each state read (a window or compressor ring) down
+    # to its first use, past the step's write to the same ring, and a write with a later read cannot
+    # be made in place, so every ring was copied whole and copied back on every step (6-10 copies of
+    # 512 KiB a bench-94m decode step; docs/engine.md)
+    options = {"cpp_wrapper": True, "reorder_for_locality": False}
     if own_model:
         options["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
     compiled = torch.compile(code, dynamic=dynamic, options=options)

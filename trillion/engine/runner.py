@@ -61,10 +61,14 @@ class Step:
     rows: dict[int, torch.Tensor]  # ratio -> [B, C] flat pool rows of entries 0, 1, ... (padded)
     new: dict[int, int]  # ratio -> entries to pool per sequence (a bound; extra ones are masked)
     block: int | None = None  # elements of one [B, T*H, Cb] block over the entries; None: all at once
+    # HCA entries that fit one block are attended at once (the model's `attend`) in steps of at most
+    # this many tokens a sequence, longer ones blockwise: eagerly, blockwise was faster for a prefill
+    # chunk, and with compiled stages the one `attend` (256-token prompts, bench-94m)
+    whole_tokens: int = GRAPH_TOKENS
 
 
 def make_step(pool: StatePool, seqs: list[SeqState], stack: str, t: int, *, static: bool,
-              max_model_len: int, device, block: int | None = BLOCK_ELEMENTS) -> Step:
+              max_model_len: int, device, block: int | None = BLOCK_ELEMENTS, whole_tokens: int = GRAPH_TOKENS) -> Step:
     """Host side of a step: reserve the pages, build the tensors.
 
     static: shapes that depend only on (B, T) and the longest sequence's page count rounded up to
@@ -90,7 +94,7 @@ def make_step(pool: StatePool, seqs: list[SeqState], stack: str, t: int, *, stat
         rows[r] = pool.page_rows(seqs, g, width).to(device)
     positions = (start[:, None] + torch.arange(t)).to(device)
     slots = torch.tensor([s.slot for s in seqs], dtype=torch.long, device=device)
-    return Step(positions, slots, rows, new, None if static else block)
+    return Step(positions, slots, rows, new, None if static else block, whole_tokens)
 
 
 # ---------------------------------------------------------------------------------- the state algorithm
@@ -170,9 +174,9 @@ def attention(attn: Attention, st: LayerState, h, q, kv, proj, iproj, iq, iw, st
         if ix is None or c <= ix.topk:
             # HCA: every complete entry. CSA with no more entries than top-k: the indexer would
             # pick every visible one, so they are attended like HCA's
-            # a short step whose entries fit one block: the model's attend (fewer ops); a prefill
-            # chunk goes blockwise, which measured faster here (256-token prompts, bench-94m)
-            if step.block is None or (t <= GRAPH_TOKENS and b * t * attn.n_heads * c <= step.block):
+            # a step whose entries fit one block: the model's attend (fewer ops), unless it is a
+            # prefill chunk run eagerly (blockwise measured faster then; Step.whole_tokens)
+            if step.block is None or (t <= step.whole_tokens and b * t * attn.n_heads * c <= step.block):
                 seen = torch.arange(c, device=pos.device) < ready  # [B, T, C]
                 out = attend_fn(q, torch.cat((keys, st.entries.read(rows)), dim=1), torch.cat((visible, seen), -1),
                                 attn.attn_sink, attn.scale)
@@ -230,7 +234,10 @@ def stage_out(blk: Block, out, x, post, comb, cos, sin, ids):
     shared expert. -> (x, h [B*T, D], post, comb, weights, indices, shared)."""
     x = hc_post(blk.attn.output(out, cos, sin), x, post, comb)
     h, post, comb = blk.hc_pre(x, "ffn")
-    h = blk.ffn_norm(h).flatten(0, 1)
+    # normed after the flatten: in a graph the norm's output is then a fresh [B*T, D] buffer that
+    # the router's and experts' matmuls read as it is (a view of [B, T, D] as [1, D] got the stride
+    # 0 from inductor, which each matmul copied to a BLAS layout first: ~60 copies a decode step)
+    h = blk.ffn_norm(h.flatten(0, 1))
     weights, indices = blk.ffn.gate(h, ids.flatten())
     shared = blk.ffn.shared_experts(h).float() if blk.ffn.shared_experts is not None else None
     return x, h, post, comb, weights, indices, shared
@@ -376,8 +383,8 @@ class ModelRunner:
             meta = None if hidden is None else tuple(hidden.shape)
             in_graph = self.background.ready(self._request(stack, t, len(seqs), device, meta, depth))
         static = in_graph if self.static is None else self.static and short
-        step = make_step(self.pool, seqs, stack, t, static=static,
-                         max_model_len=self.max_model_len, device=device, block=self.block_elements)
+        step = make_step(self.pool, seqs, stack, t, static=static, max_model_len=self.max_model_len, device=device,
+                         block=self.block_elements, whole_tokens=t if self.fns is not PLAIN else GRAPH_TOKENS)
         if in_graph:
             _mark_dynamic(step, len(seqs))
         return step, in_graph
