@@ -33,7 +33,7 @@ from trillion.flavors import get_flavor
 from trillion.model import Transformer
 from trillion.model.init import init_weights
 compile_, batch, threads, new = sys.argv[1] == "compile", int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-repeats = int(sys.argv[5])
+prefills = int(sys.argv[5])
 torch.set_num_threads(threads)
 cfg = get_flavor("bench-94m")
 model = init_weights(Transformer(cfg), seed=0).eval()
@@ -45,7 +45,7 @@ outs = llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_token
 first = max(o.stats["time_to_first_token_s"] for o in outs)
 total = max(o.stats["total_time_s"] for o in outs)
 firsts = [first]
-for _ in range(repeats - 1):  # more prefills: one is noisy (+-10% here)
+for _ in range(prefills - 1):  # one prefill alone is noisy (+-10% here)
     outs = llm.generate(prompts[:batch], SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True))
     firsts.append(max(o.stats["time_to_first_token_s"] for o in outs))
 first_med = sorted(firsts)[len(firsts) // 2]
